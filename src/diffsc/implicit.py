@@ -1,0 +1,48 @@
+"""The backward pass: implicit differentiation of the codes (SPEC §2, appendix C).
+
+At the code ``w`` the optimality condition ``Phi = B^T (f(Bw) - x) + lam grad R(w) = 0``
+holds, so for a downstream gradient ``g = dl/dw`` and ``v = H^{-1} g`` with
+``H = dPhi/dw = B^T S B + lam R''(w)`` the implicit function theorem gives
+``dl/dtheta = -v^T dPhi/dtheta`` for every input ``theta``:
+
+    dl/dB   = -(r - x) v^T - S B v w^T        (dPhi/dB_ki = e_i (r - x)_k + B^T dr/dB_ki; eq. 12)
+    dl/dx   = B v                             (dPhi/dx = -B^T)
+    dl/dlam = -v * grad R(w)                  (dPhi/dlam = grad R(w))
+    dl/dp   = -lam v * d grad R / dp          (KL: lam v / p)
+
+summed over the batch. For L1 the same holds on the support (``v = 0`` off it;
+Mairal et al., TPAMI 2012). One ``K x K`` solve per example; nothing depends
+on how many iterations the forward solve took.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .hessian import hessian_solve
+
+
+def pullback(problem, x, basis, lam, p, w, g, needs=(True, True, True, True)):
+    """Gradients of a loss w.r.t. ``(x, basis, lam, p)`` from ``g = dl/dw``.
+
+    ``x`` is the family's prepared target (``x_bar`` for softmax). Entries of
+    ``needs`` that are False come back as None.
+    """
+    r = problem.reconstruction(basis, w)
+    v, ok = hessian_solve(problem, basis, lam, p, w, r, g)
+    if not bool(ok.all()):
+        bad = (~ok).nonzero().squeeze(1)[:5].tolist()
+        raise RuntimeError(
+            f"codes: the Hessian B^T S B + lam R''(w) is singular at examples {bad}, so the "
+            "code is not differentiable there (e.g. a uniform prior with more atoms than "
+            "dimensions, or an L1 support larger than the dimension)"
+        )
+    need_x, need_basis, need_lam, need_p = needs
+    grad_x = v @ basis.T if need_x else None
+    grad_basis = None
+    if need_basis:
+        s_bv = problem.family.curvature_apply(r, v @ basis.T)
+        grad_basis = -(r - x).T @ v - s_bv.T @ w
+    grad_lam = (-v * problem.prior.grad(w, p)).sum_to_size(lam.shape) if need_lam else None
+    grad_p = (-lam * v * problem.prior.grad_mean(w, p)).sum_to_size(p.shape) if need_p else None
+    return grad_x, grad_basis, grad_lam, grad_p

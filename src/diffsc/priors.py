@@ -1,0 +1,243 @@
+"""Priors (regularisers) ``R(w)``, SPEC §1.2.
+
+Every method is elementwise: ``w`` is ``(N, K)``, the prior mean ``p`` is a
+scalar or ``(K,)`` tensor and broadcasts. The objective is
+``F(w) = D_L(x || f(Bw)) + sum_i lam_i R_i(w_i)``.
+
+A *smooth* prior gives its gradient and (diagonal) curvature; the Newton
+solver steps in its mirror coordinates ``s = grad R(w)``, which keeps KL codes
+positive and lets a code move by orders of magnitude in one step. A *prox*
+prior (L1) gives its proximal map instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# A Newton step may change a mirror coordinate by at most this much
+# (a factor e^30 for KL codes); larger steps only overflow and are backtracked.
+_MAX_MIRROR_STEP = 30.0
+
+
+class Prior:
+    """Base class of all priors."""
+
+    name: str = ""
+    uses_mean = False  # whether the prior mean p enters R
+
+    def value(self, w: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``R_i(w_i)`` elementwise."""
+        raise NotImplementedError
+
+    def initial(self, p: torch.Tensor, shape, like: torch.Tensor) -> torch.Tensor:
+        """A starting code: the minimiser of ``R`` alone."""
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def project(self, w: torch.Tensor) -> torch.Tensor:
+        """Move a warm start into the prior's domain."""
+        return w
+
+    def grad_mean(self, w, p):
+        """``d grad R / d p`` elementwise (zero when ``p`` does not enter)."""
+        return torch.zeros_like(w)
+
+
+class SmoothPrior(Prior):
+    """A twice differentiable prior with diagonal curvature."""
+
+    def grad(self, w, p):
+        raise NotImplementedError
+
+    def curvature(self, w, p):
+        """Diagonal of the Hessian of ``R``."""
+        raise NotImplementedError
+
+    def metric_scale(self, w, p):
+        """``d = curvature^(-1/2)`` (1 where the curvature is 0), computed stably.
+
+        The Newton and backward systems are solved as
+        ``(D G D + lam diag(d^2 c)) z = D g`` with ``D = diag(d)``, whose
+        eigenvalues are bounded below by ``lam`` even where ``1/w`` explodes
+        (SPEC §2, numerics).
+        """
+        raise NotImplementedError
+
+    def scaled_curvature(self, w, p):
+        """``d^2 * curvature``: 1 for strictly convex priors, 0 for uniform."""
+        return torch.ones_like(w)
+
+    def mirror(self, w, p):
+        return self.grad(w, p)
+
+    def mirror_inverse(self, s, p):
+        raise NotImplementedError
+
+    def mirror_derivative(self, w, p):
+        return self.curvature(w, p)
+
+    def mirror_step(self, w, p, step, t):
+        """The point ``w(t)`` with ``s(w(t)) = s(w) + t * s'(w) step``; ``w'(0) = step``."""
+        ds = (self.mirror_derivative(w, p) * step).clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP)
+        return self.project(self.mirror_inverse(self.mirror(w, p) + t * ds, p))
+
+
+class Uniform(SmoothPrior):
+    """``R(w) = 0``: maximum likelihood codes."""
+
+    name = "uniform"
+
+    def value(self, w, p):
+        return torch.zeros_like(w)
+
+    def grad(self, w, p):
+        return torch.zeros_like(w)
+
+    def curvature(self, w, p):
+        return torch.zeros_like(w)
+
+    def metric_scale(self, w, p):
+        return torch.ones_like(w)
+
+    def scaled_curvature(self, w, p):
+        return torch.zeros_like(w)
+
+    def mirror(self, w, p):
+        return w
+
+    def mirror_inverse(self, s, p):
+        return s
+
+    def mirror_derivative(self, w, p):
+        return torch.ones_like(w)
+
+
+class L2(SmoothPrior):
+    """Gaussian prior ``R(w) = 1/2 w^2``."""
+
+    name = "l2"
+
+    def value(self, w, p):
+        return 0.5 * w.square()
+
+    def grad(self, w, p):
+        return w
+
+    def curvature(self, w, p):
+        return torch.ones_like(w)
+
+    def metric_scale(self, w, p):
+        return torch.ones_like(w)
+
+    def mirror_inverse(self, s, p):
+        return s
+
+
+class KL(SmoothPrior):
+    """Unnormalized KL prior ``R(w) = w log(w/p) - w + p`` on ``w > 0``."""
+
+    name = "kl"
+    uses_mean = True
+
+    def value(self, w, p):
+        return torch.special.xlogy(w, w / p) - w + p
+
+    def grad(self, w, p):
+        return torch.log(w / p)
+
+    def curvature(self, w, p):
+        return 1.0 / w
+
+    def metric_scale(self, w, p):
+        return torch.sqrt(w)
+
+    def grad_mean(self, w, p):
+        return -1.0 / p * torch.ones_like(w)
+
+    def mirror_inverse(self, s, p):
+        return p * torch.exp(s)
+
+    def initial(self, p, shape, like):
+        return torch.ones(shape, dtype=like.dtype, device=like.device) * p
+
+    def project(self, w):
+        # Codes that underflow to 0 would give log(0); keep them representable.
+        return w.clamp_min(torch.finfo(w.dtype).tiny)
+
+
+class SignedKL(SmoothPrior):
+    """The arcsinh prior: KL on the expanded basis ``[-B, B]`` (appendix B).
+
+    ``R(w) = w asinh(w / 2p) - sqrt(w^2 + 4p^2) + 2p`` on all of ``w``.
+    """
+
+    name = "signed_kl"
+    uses_mean = True
+
+    def value(self, w, p):
+        return w * torch.asinh(w / (2 * p)) - torch.sqrt(w.square() + 4 * p**2) + 2 * p
+
+    def grad(self, w, p):
+        return torch.asinh(w / (2 * p))
+
+    def curvature(self, w, p):
+        return torch.rsqrt(w.square() + 4 * p**2)
+
+    def metric_scale(self, w, p):
+        return (w.square() + 4 * p**2) ** 0.25
+
+    def grad_mean(self, w, p):
+        return -w / (p * torch.sqrt(w.square() + 4 * p**2))
+
+    def mirror_inverse(self, s, p):
+        return 2 * p * torch.sinh(s)
+
+
+class L1(Prior):
+    """Laplacian prior ``R(w) = |w|``, optionally restricted to ``w >= 0``."""
+
+    uses_mean = False
+
+    def __init__(self, nonnegative: bool = False):
+        self.nonnegative = nonnegative
+        self.name = "nonneg_l1" if nonnegative else "l1"
+
+    def value(self, w, p):
+        return w.abs()
+
+    def prox(self, v, threshold):
+        """``argmin_w 1/2 (w - v)^2 + threshold * R(w)``, elementwise."""
+        if self.nonnegative:
+            return torch.relu(v - threshold)
+        return torch.sign(v) * torch.relu(v.abs() - threshold)
+
+    def project(self, w):
+        return torch.relu(w) if self.nonnegative else w
+
+    def min_norm_subgradient(self, w, grad_loss, lam):
+        """The smallest element of ``grad_loss + lam * dR(w)`` (0 at an optimum)."""
+        on_support = grad_loss + lam * torch.sign(w)
+        if self.nonnegative:
+            # At w = 0 the subdifferential of lam*w + [w >= 0] is (-inf, lam].
+            off_support = torch.clamp(grad_loss + lam, max=0.0)
+        else:
+            off_support = torch.sign(grad_loss) * torch.relu(grad_loss.abs() - lam)
+        return torch.where(w != 0, on_support, off_support)
+
+    def grad(self, w, p):
+        """The gradient on the support, ``sign(w)`` (used by the backward pass)."""
+        return torch.sign(w)
+
+
+PRIORS: dict[str, Prior] = {
+    pr.name: pr for pr in (Uniform(), L2(), L1(), L1(nonnegative=True), KL(), SignedKL())
+}
+
+
+def get_prior(prior: str | Prior) -> Prior:
+    """Look a prior up by name (or pass an instance through)."""
+    if isinstance(prior, Prior):
+        return prior
+    try:
+        return PRIORS[prior]
+    except (KeyError, TypeError):
+        raise ValueError(f"prior: unknown prior {prior!r}; choose one of {sorted(PRIORS)}") from None

@@ -1,0 +1,43 @@
+"""MAP solvers: each finds the root of the problem's optimality condition.
+
+One file per solver; each takes ``(problem, x, basis, lam, p, w0, tol,
+max_iter)`` with prepared tensors and returns a :class:`SolveResult`. They
+never print or warn: :func:`diffsc.sparse_code` turns non-convergence into a
+warning (or an error when ``strict``).
+"""
+
+from __future__ import annotations
+
+from .eg import exponentiated_gradient
+from .fista import fista
+from .newton import newton
+from .result import SolveResult, default_tol
+
+#: name -> (function, which priors it handles, default max_iter)
+SOLVERS = {
+    "newton": (newton, lambda problem: problem.smooth, 100),
+    "fista": (fista, lambda problem: problem.l1, 20000),
+    "eg": (exponentiated_gradient, lambda problem: problem.prior.name == "kl", 20000),
+}
+
+
+def default_solver(problem) -> str:
+    return "fista" if problem.l1 else "newton"
+
+
+def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
+    """Solve the MAP problem for a prepared batch (see :func:`diffsc.sparse_code`)."""
+    name = solver or default_solver(problem)
+    if name not in SOLVERS:
+        raise ValueError(f"solver: unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
+    function, handles, default_iter = SOLVERS[name]
+    if not handles(problem):
+        raise ValueError(f"solver: {name!r} cannot solve the {problem.prior.name!r} prior")
+    tol = default_tol(x.dtype) if tol is None else tol
+    max_iter = default_iter if max_iter is None else max_iter
+    shape = (x.shape[0], basis.shape[1])
+    w0 = problem.prior.initial(p, shape, x) if init is None else problem.prior.project(init)
+    return function(problem, x, basis, lam, p, w0, tol, max_iter)
+
+
+__all__ = ["SOLVERS", "SolveResult", "default_solver", "default_tol", "solve"]
