@@ -15,7 +15,7 @@ X[:, 1] = X[:, 1] * 0.37 + 0.05  # a second, different column
 
 def codes(prior, x=X, **kw):
     basis = torch.eye(x.shape[1], dtype=torch.float64)
-    return diffsc.sparse_code(x, basis, prior=prior, strength=LAM, prior_mean=P, **kw)
+    return diffsc.sparse_code(x, basis, prior=prior, strength=LAM, prior_mean=P, tol=1e-13, **kw)
 
 
 def test_uniform_is_identity():
@@ -55,7 +55,7 @@ def test_per_atom_strength_and_mean():
     lam = torch.tensor([0.2, 1.5], dtype=torch.float64)
     p = torch.tensor([0.05, 0.5], dtype=torch.float64)
     basis = torch.eye(2, dtype=torch.float64)
-    w = diffsc.sparse_code(X, basis, prior="kl", strength=lam, prior_mean=p)
+    w = diffsc.sparse_code(X, basis, prior="kl", strength=lam, prior_mean=p, tol=1e-13)
     lam_np, p_np = lam.numpy(), p.numpy()
     expected = lam_np * scipy.special.lambertw((p_np / lam_np) * np.exp(X.numpy() / lam_np)).real
     torch.testing.assert_close(w, torch.from_numpy(expected), rtol=1e-10, atol=1e-12)

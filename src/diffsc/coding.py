@@ -78,6 +78,7 @@ def sparse_code_with_info(
     else:
         with torch.enable_grad():
             result = solve(problem, target, basis, lam, p, **options)
+        result.residual = result.residual.detach()  # diagnostics carry no gradient
 
     _report(result, strict)
     if single:

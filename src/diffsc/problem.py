@@ -50,10 +50,13 @@ class Problem:
     def residual(self, x, basis, lam, p, w, grad_loss=None):
         """Relative optimality residual per example, shape ``(N,)``.
 
-        ``||g||_inf / max(||B^T(r - x)||_inf, ||lam grad R(w)||_inf, ||B^T x||_inf)``
+        ``||g||_inf / max(||B^T(r - x)||_inf, ||lam grad R(w)||_inf, ||B^T x||_inf, ||lam w R''(w)||_inf)``
         where ``g = B^T(r - x) + lam grad R(w)`` for a smooth prior and the
         minimum-norm subgradient for L1; 0 means optimal. The scale makes the
         residual invariant to the scale of ``x``, ``B`` and ``lam`` together.
+        Its last term is how much ``lam grad R`` moves when ``w`` changes by
+        a relative ``1`` (``lam`` for KL): ``lam grad R`` cannot be resolved more
+        finely than ``eps`` times it, e.g. KL codes near ``p`` for tiny inputs.
         """
         if grad_loss is None:
             grad_loss, _ = self.loss_gradient(x, basis, w)
@@ -62,12 +65,9 @@ class Problem:
             g = self.prior.min_norm_subgradient(w, grad_loss, lam)
         else:
             g = grad_loss + grad_prior
-        scale = torch.stack(
-            [
-                grad_loss.abs().amax(-1),
-                grad_prior.abs().amax(-1),
-                (x @ basis).abs().amax(-1),
-            ]
-        ).amax(0)
+        terms = [grad_loss, grad_prior, x @ basis]
+        if self.smooth:
+            terms.append(lam * w * self.prior.curvature(w, p))
+        scale = torch.stack([t.abs().amax(-1) for t in terms]).amax(0)
         num = g.abs().amax(-1)
         return torch.where(scale > 0, num / torch.where(scale > 0, scale, 1), num)

@@ -1,0 +1,144 @@
+"""Derivatives of the codes (SPEC §2): gradcheck, finite differences, unrolling."""
+
+import pytest
+import torch
+
+import diffsc
+from helpers import FAMILY_NAMES, SMOOTH_PRIORS, problem_data
+
+TIGHT = 1e-12  # inner solves tight enough for finite differences at eps = 1e-6
+
+
+def _inputs(family, prior, seed=0, per_atom=False, n=3, d=6, k=4):
+    x, basis = problem_data(family, n=n, d=d, k=k, seed=seed)
+    if family in ("softmax", "poisson"):
+        x = x + 0.5  # keep every count positive under finite-difference perturbations
+    if family == "bernoulli":
+        x = 0.1 + 0.8 * x
+    lam = torch.tensor([0.3, 0.2, 0.5, 0.25][:k] if per_atom else 0.3, dtype=torch.float64)
+    p = torch.tensor([0.1, 0.05, 0.2, 0.3][:k] if per_atom else 0.1, dtype=torch.float64)
+    return [t.clone().requires_grad_() for t in (x, basis, lam, p)]
+
+
+def _coder(family, prior, **kw):
+    def code(x, basis, lam, p):
+        return diffsc.sparse_code(x, basis, family=family, prior=prior, strength=lam,
+                                  prior_mean=p, tol=TIGHT, **kw)
+    return code
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("prior", SMOOTH_PRIORS)
+@pytest.mark.parametrize("per_atom", [False, True])
+def test_gradcheck_smooth(family, prior, per_atom):
+    inputs = _inputs(family, prior, per_atom=per_atom)
+    assert torch.autograd.gradcheck(_coder(family, prior), inputs, atol=1e-6, rtol=1e-5)
+
+
+def _l1_inputs_with_margin(family, prior):
+    """A problem whose code is 0.01 away from every kink of the L1 path."""
+    for seed in range(100):
+        x, basis, lam, p = _inputs(family, prior, seed=seed, d=8, k=5)
+        with torch.no_grad():
+            w = _coder(family, prior)(x, basis, lam, p)
+            problem = diffsc.Problem.of(family, prior)
+            grad_loss, _ = problem.loss_gradient(problem.family.prepare(x), basis, w)
+            on = w != 0
+            margin_on = w.abs()[on].min() if on.any() else torch.tensor(1.0)
+            # Off the support: distance of grad_loss from the end of the subdifferential.
+            slack = grad_loss + lam if prior == "nonneg_l1" else lam - grad_loss.abs()
+            margin_off = slack[~on].min() if (~on).any() else torch.tensor(1.0)
+        if on.any() and (~on).any() and min(margin_on, margin_off) > 1e-2:
+            return x, basis, lam, p
+    raise AssertionError("no problem with a margin found")
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("prior", ["l1", "nonneg_l1"])
+def test_gradcheck_l1_away_from_kinks(family, prior):
+    inputs = _l1_inputs_with_margin(family, prior)
+    code = _coder(family, prior)
+    assert torch.autograd.gradcheck(code, inputs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("prior", ["kl", "signed_kl", "l1"])
+def test_random_direction_finite_differences(family, prior, gen):
+    """d/dh l(theta + h u) by central differences, warm-started from the code."""
+    x, basis, lam, p = (
+        _l1_inputs_with_margin(family, prior) if prior == "l1" else _inputs(family, prior, d=8, k=5)
+    )
+    code = _coder(family, prior)
+    w0 = code(x, basis, lam, p)
+    c = torch.randn(w0.shape, generator=gen, dtype=torch.float64)
+    (w0 * c).sum().backward()
+    h = 1e-6
+    for theta in (x, basis, lam, p):
+        u = torch.randn(theta.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            values = []
+            for sign in (1, -1):
+                args = [t + sign * h * u if t is theta else t for t in (x, basis, lam, p)]
+                w = diffsc.sparse_code(args[0], args[1], family=family, prior=prior,
+                                       strength=args[2], prior_mean=args[3], tol=TIGHT, init=w0.detach())
+                values.append((w * c).sum())
+        fd = (values[0] - values[1]) / (2 * h)
+        torch.testing.assert_close((theta.grad * u).sum(), fd, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("prior", ["l2", "kl", "signed_kl", "l1"])
+def test_implicit_equals_unrolled(family, prior, gen):
+    """Autograd through every solver iteration converges to the implicit gradient."""
+    if prior == "l1":
+        inputs = _l1_inputs_with_margin(family, prior)
+    else:
+        inputs = _inputs(family, prior, per_atom=True, d=8, k=4)
+    c = torch.randn(3, inputs[1].shape[1], generator=gen, dtype=torch.float64)
+    grads = {}
+    for mode in ("implicit", "unrolled"):
+        w = _coder(family, prior, backward=mode)(*inputs)
+        grads[mode] = torch.autograd.grad((w * c).sum(), inputs, allow_unused=True, materialize_grads=True)
+    for implicit, unrolled in zip(grads["implicit"], grads["unrolled"]):
+        torch.testing.assert_close(implicit, unrolled, rtol=1e-7, atol=1e-9)
+
+
+def _saved_bytes(mode, max_iter, tol):
+    x, basis, lam, p = _inputs("gaussian", "kl", d=8, k=5)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        w, info = diffsc.sparse_code_with_info(
+            x, basis, prior="kl", strength=lam, prior_mean=p, solver="eg",
+            backward=mode, max_iter=max_iter, tol=tol,
+        )
+    assert not bool(info.converged.any())  # both runs stop at max_iter
+    return sum(saved)
+
+
+@pytest.mark.filterwarnings("ignore::diffsc.ConvergenceWarning")
+def test_backward_memory_does_not_grow_with_iterations():
+    short, long = (_saved_bytes("implicit", it, 1e-15) for it in (20, 200))
+    assert short == long
+    short_unrolled, long_unrolled = (_saved_bytes("unrolled", it, 1e-15) for it in (20, 200))
+    assert long_unrolled > 5 * short_unrolled > 5 * short
+
+
+def test_unrolled_reference_records_the_iterations():
+    x, basis, lam, p = _inputs("gaussian", "kl")
+    w = diffsc.sparse_code(x, basis, prior="kl", strength=lam, prior_mean=p, backward="unrolled")
+    assert w.grad_fn is not None and "SparseCodeFunction" not in type(w.grad_fn).__name__
+
+
+def test_singular_hessian_is_reported():
+    """Uniform prior, more atoms than dimensions: the code is not differentiable."""
+    x, basis = problem_data("gaussian", n=2, d=3, k=5)
+    basis.requires_grad_()
+    with pytest.warns(diffsc.ConvergenceWarning):
+        w = diffsc.sparse_code(x, basis, prior="uniform", max_iter=3)
+    with pytest.raises(RuntimeError, match=r"codes: the Hessian .* is singular at examples \[0, 1\]"):
+        w.sum().backward()
