@@ -8,9 +8,9 @@ solve is
 
 with ``d = R''^{-1/2}`` and ``q = lam d^2 R''`` (= lam) for a smooth prior,
 which keeps the eigenvalues >= lam even when ``1/w`` is huge (the KL prior
-near zero), and ``d`` = support mask, ``q = 1 - mask`` for L1, which solves on
-the support and returns 0 off it. The systems are positive definite and are
-solved by batched Cholesky, in chunks of examples to bound memory.
+near zero). For L1 the system is solved on each code's support and the
+solution is 0 off it. The systems are positive definite and are solved by
+batched Cholesky, in chunks of examples to bound memory.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 
 # Entries of the (chunk, K, K) or (chunk, K, D) intermediates held at once.
 _CHUNK_ENTRIES = 1 << 22
+# Rows per support-restricted chunk: supports in a chunk share one padded size.
+_ROWS = 128
 
 
 def _chunks(n: int, per_row: int):
@@ -64,11 +66,56 @@ def scaled_solve(family, basis, r, d, q, rhs):
     return torch.cat(out), torch.cat(oks)
 
 
+def support_solve(family, basis, r, support, rhs):
+    """``(B_S^T S B_S)^{-1} rhs_S`` on each row's support ``S``, 0 off it.
+
+    Rows are sorted by support size and solved in chunks of ``(n, s, s)``
+    systems, ``s`` the largest support in the chunk, so the cost is about
+    ``N s^3`` rather than ``N K^3``: L1 codes are sparse. Rows padded past
+    their support solve an identity block.
+    """
+    n, k = rhs.shape
+    counts = support.sum(1)
+    # Within a row: support indices first (ascending), then the rest.
+    order = torch.argsort((~support).to(torch.int8), dim=1, stable=True)
+    by_size = torch.argsort(counts)
+    full_gram = family.gram(basis, r[:0]) if family.shared_gram else None
+    out, oks = [], []
+    start = 0
+    while start < n:
+        # Grow the chunk while it fits the memory budget at its largest support.
+        s = max(int(counts[by_size[min(start + _ROWS, n) - 1]]), 1)
+        size = max(1, min(_ROWS, _CHUNK_ENTRIES // (s * (s if family.shared_gram else max(s, basis.shape[0])))))
+        rows = by_size[start : start + size]
+        s = max(int(counts[rows[-1]]), 1)
+        start += size
+        idx = order[rows, :s]
+        if family.shared_gram:  # gather the support's block of B^T B
+            gram = full_gram[idx].gather(2, idx.unsqueeze(1).expand(-1, s, -1))
+        else:
+            cols = basis.T[idx]  # (n, s, D): the support's atoms
+            gram = cols @ family.curvature_apply(r[rows, None, :], cols).transpose(1, 2)
+        v = (torch.arange(s, device=rhs.device) < counts[rows, None]).to(rhs.dtype)
+        a = v.unsqueeze(-1) * gram * v.unsqueeze(-2)
+        a.diagonal(dim1=-2, dim2=-1).add_(1 - v)
+        chol, info = torch.linalg.cholesky_ex(a)
+        ok = info == 0
+        if not bool(ok.all()):
+            eye = torch.eye(s, dtype=a.dtype, device=a.device)
+            chol = torch.where(ok[:, None, None], chol, eye)
+        b = (v * rhs[rows].gather(1, idx)).unsqueeze(-1)
+        z = v * torch.cholesky_solve(b, chol).squeeze(-1)
+        z = torch.where(ok[:, None], z, torch.zeros_like(z))
+        out.append(torch.zeros_like(rhs[rows]).scatter(1, idx, z))
+        oks.append(ok)
+    back = torch.argsort(by_size)  # undo the sort by support size
+    return torch.cat(out)[back], torch.cat(oks)[back]
+
+
 def hessian_solve(problem, basis, lam, p, w, r, rhs):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1)."""
     if problem.l1:
-        mask = (w != 0).to(w.dtype)
-        return scaled_solve(problem.family, basis, r, mask, 1 - mask, rhs)
+        return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)
