@@ -8,9 +8,11 @@ solve is
 
 with ``d = R''^{-1/2}`` and ``q = lam d^2 R''`` (= lam) for a smooth prior,
 which keeps the eigenvalues >= lam even when ``1/w`` is huge (the KL prior
-near zero). For L1 the system is solved on each code's support and the
-solution is 0 off it. The systems are positive definite and are solved by
-batched Cholesky, in chunks of examples to bound memory.
+near zero). With ``S = I`` and fewer dimensions than atoms the ``K x K``
+system is solved through a ``D x D`` one (Woodbury). For L1 the system is
+solved on each code's support and the solution is 0 off it. The systems are
+positive definite and are solved by batched Cholesky, in chunks of examples
+to bound memory.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def scaled_solve(family, basis, r, d, q, rhs):
     """
     n, k = rhs.shape
     d_dim = basis.shape[0]
+    if family.shared_gram and d_dim < k and bool((q > 0).all()):
+        return _woodbury_solve(basis, d, q, rhs)
     shared = family.gram(basis, r[:0]).unsqueeze(0) if family.shared_gram else None
     out, oks = [], []
     for rows in _chunks(n, k * k if family.shared_gram else k * max(k, d_dim)):
@@ -61,6 +65,33 @@ def scaled_solve(family, basis, r, d, q, rhs):
             eye = torch.eye(k, dtype=a.dtype, device=a.device)
             chol = torch.where(ok[:, None, None], chol, eye)
         z = torch.cholesky_solve((dr * rhs[rows]).unsqueeze(-1), chol).squeeze(-1)
+        out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))
+        oks.append(ok)
+    return torch.cat(out), torch.cat(oks)
+
+
+def _woodbury_solve(basis, d, q, rhs):
+    """``scaled_solve`` for ``S = I`` and ``D < K``, through ``D x D`` systems.
+
+    With ``M = B diag(d)`` the system is ``diag(q) + M^T M`` and, by the
+    Woodbury identity, ``(diag(q) + M^T M)^{-1} b = u - M^T t / q`` with
+    ``u = b / q`` and ``(I + B diag(d^2 / q) B^T) t = M u``: one ``D x D``
+    factorisation per example instead of ``K x K``.
+    """
+    n, k = rhs.shape
+    d_dim = basis.shape[0]
+    eye = torch.eye(d_dim, dtype=rhs.dtype, device=rhs.device)
+    out, oks = [], []
+    for rows in _chunks(n, d_dim * max(d_dim, k)):
+        dr, qr = d[rows], q[rows]
+        u = dr * rhs[rows] / qr
+        small = torch.einsum("dk,nk,ek->nde", basis, dr.square() / qr, basis) + eye
+        chol, info = torch.linalg.cholesky_ex(small)
+        ok = info == 0
+        if not bool(ok.all()):
+            chol = torch.where(ok[:, None, None], chol, eye)
+        t = torch.cholesky_solve(((dr * u) @ basis.T).unsqueeze(-1), chol).squeeze(-1)
+        z = u - (t @ basis) * dr / qr
         out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))
         oks.append(ok)
     return torch.cat(out), torch.cat(oks)
@@ -83,9 +114,10 @@ def support_solve(family, basis, r, support, rhs):
     out, oks = [], []
     start = 0
     while start < n:
-        # Grow the chunk while it fits the memory budget at its largest support.
+        # As many rows as fit the memory budget at the chunk's largest support.
         s = max(int(counts[by_size[min(start + _ROWS, n) - 1]]), 1)
-        size = max(1, min(_ROWS, _CHUNK_ENTRIES // (s * (s if family.shared_gram else max(s, basis.shape[0])))))
+        per_row = s * (s if family.shared_gram else max(s, basis.shape[0]))
+        size = max(1, min(_ROWS, _CHUNK_ENTRIES // per_row))
         rows = by_size[start : start + size]
         s = max(int(counts[rows[-1]]), 1)
         start += size

@@ -1,0 +1,144 @@
+"""Why each prior has the solver it has: time to the same tolerance, side by side.
+
+Problem (as in issue 5): a random gaussian basis with unit-norm atoms, inputs
+that are sparse combinations of 5% of the atoms plus noise at 20 dB. Every
+method solves the same batch to a relative optimality residual of ``--tol``
+(``diffsc.Problem.residual``, float64), which the script checks; times are the
+median of ``--repeats`` runs, and ratios are to diffsc's default solver.
+
+    python benchmarks/solver_choice.py              # N=2000, D=64, K=256
+    python benchmarks/solver_choice.py --smoke      # seconds; run by the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import scipy.optimize
+import torch
+
+import diffsc
+
+
+def make_problem(n, d, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(d, k, generator=g, dtype=torch.float64)
+    basis /= basis.norm(dim=0)
+    active = torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * active
+    clean = codes @ basis.T
+    noise = torch.randn(n, d, generator=g, dtype=torch.float64)
+    noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
+    return clean + noise, basis
+
+
+def timed(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def residual(prior, x, basis, lam, p, w):
+    problem = diffsc.Problem.of("gaussian", prior)
+    lam_t, p_t = torch.tensor(lam, dtype=torch.float64), torch.tensor(p, dtype=torch.float64)
+    return float(problem.residual(x, basis, lam_t, p_t, torch.as_tensor(w)).max())
+
+
+def lbfgsb(prior, x, basis, lam, p, tol):
+    """Per-example scipy L-BFGS-B with bounds w > 0 for KL (the classic reference)."""
+    problem = diffsc.Problem.of("gaussian", prior)
+    lam_t, p_t = torch.tensor(lam, dtype=torch.float64), torch.tensor(p, dtype=torch.float64)
+    b = basis.numpy()
+    k = b.shape[1]
+    bounds = [(1e-300, None)] * k if prior == "kl" else None
+    out = np.empty((x.shape[0], k))
+    for i, row in enumerate(x.numpy()):
+        def f(w):
+            wt = torch.from_numpy(w)[None]
+            grad = torch.from_numpy(b.T @ (b @ w - row))[None] + lam_t * problem.prior.grad(wt, p_t)
+            value = problem.objective(torch.from_numpy(row)[None], basis, lam_t, p_t, wt)
+            return float(value), grad[0].numpy()
+
+        start = np.full(k, p) if prior == "kl" else np.zeros(k)
+        res = scipy.optimize.minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                                      options={"gtol": tol * 1e-3, "ftol": 0, "maxiter": 20000})
+        out[i] = res.x
+    return out
+
+
+def run(args):
+    x, basis = make_problem(args.n, args.d, args.k, args.seed)
+    lam, p, tol = args.strength, args.prior_mean, args.tol
+    rows = []
+
+    def add(prior, method, seconds, w, note=""):
+        rows.append((prior, method, seconds, residual(prior, x, basis, lam, p, w), note))
+
+    def ours(prior, solver=None):
+        def go():
+            w, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam, prior_mean=p,
+                                                   tol=tol, solver=solver, max_iter=args.max_iter)
+            return w, info
+        seconds, (w, info) = timed(go, args.repeats)
+        note = f"{int(info.iterations.max())} it max, {int(info.converged.sum())}/{len(w)} converged"
+        return seconds, w, note
+
+    import warnings
+    warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
+    for prior in ("kl", "signed_kl"):
+        s, w, note = ours(prior)
+        add(prior, "diffsc newton", s, w, note)
+        if prior == "kl":
+            s, w, note = ours(prior, "eg")
+            add(prior, "diffsc eg (exponentiated gradient)", s, w, note)
+        sub = slice(0, args.lbfgs_rows)
+        s, w = timed(lambda: lbfgsb(prior, x[sub], basis, lam, p, tol), 1)
+        rows.append((prior, f"scipy L-BFGS-B per example (x{args.n / args.lbfgs_rows:.0f} from {args.lbfgs_rows} rows)",
+                     s * args.n / args.lbfgs_rows, residual(prior, x[sub], basis, lam, p, w), "extrapolated"))
+    s, w, note = ours("l1")
+    add("l1", "diffsc fista", s, w, note)
+    from sklearn.decomposition import sparse_encode
+
+    for algorithm in ("lasso_lars", "lasso_cd"):
+        # sparse_encode minimises 1/2 ||x - w B^T||^2 + alpha ||w||_1: alpha = lam.
+        s, w = timed(lambda: sparse_encode(x.numpy(), basis.numpy().T, algorithm=algorithm, alpha=lam,
+                                           max_iter=10000), 1)
+        add("l1", f"sklearn {algorithm}", s, w)
+
+    base = {r[0]: r[2] for r in rows if r[1].startswith("diffsc") and "eg" not in r[1]}
+    print(f"N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"{'prior':<10}{'method':<58}{'seconds':>9}{'ratio':>8}{'residual':>11}  note")
+    for prior, method, seconds, res, note in rows:
+        print(f"{prior:<10}{method:<58}{seconds:>9.3f}{seconds / base[prior]:>8.1f}{res:>11.1e}  {note}")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--d", type=int, default=64)
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--strength", type=float, default=0.1)
+    parser.add_argument("--prior-mean", type=float, default=0.01)
+    parser.add_argument("--tol", type=float, default=1e-6)
+    parser.add_argument("--max-iter", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lbfgs-rows", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a tiny problem, one repeat")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n, args.d, args.k, args.repeats, args.lbfgs_rows = 40, 16, 32, 1, 5
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Smoke runs of the benchmarks so they cannot rot (numbers are not asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_solver_choice_smoke(capsys):
+    rows = _load("solver_choice").main(["--smoke"])
+    methods = {(prior, method.split(" (")[0].split(" per")[0]) for prior, method, *_ in rows}
+    assert ("kl", "diffsc newton") in methods and ("l1", "sklearn lasso_cd") in methods
+    # Every diffsc row reached the requested tolerance on the same problem.
+    for prior, method, seconds, residual, note in rows:
+        if method.startswith("diffsc"):
+            assert residual <= 1e-6 and seconds > 0, (prior, method, residual)
+    assert "ratio" in capsys.readouterr().out
