@@ -116,3 +116,16 @@ def test_non_convergence_warns_and_strict_raises():
     with pytest.raises(diffsc.ConvergenceError, match=r"raise max_iter, loosen tol"):
         diffsc.sparse_code(x, basis, prior="kl", max_iter=1, tol=1e-14, strict=True)
 
+
+
+def test_residual_formula():
+    """The docstring's residual, evaluated by hand for the KL prior."""
+    x, basis = problem_data("gaussian", n=3, d=6, k=4)
+    lam, p = torch.tensor(0.3).double(), torch.tensor(0.1).double()
+    w = torch.rand(3, 4, dtype=torch.float64) + 0.05
+    grad_loss = (w @ basis.T - x) @ basis
+    grad_prior = lam * torch.log(w / p)
+    scale = torch.stack([grad_loss.abs().amax(1), grad_prior.abs().amax(1),
+                         (x @ basis).abs().amax(1), (lam * w / w).abs().amax(1)]).amax(0)
+    expected = (grad_loss + grad_prior).abs().amax(1) / scale
+    torch.testing.assert_close(diffsc.Problem.of("gaussian", "kl").residual(x, basis, lam, p, w), expected)

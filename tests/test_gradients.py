@@ -142,3 +142,25 @@ def test_singular_hessian_is_reported():
         w = diffsc.sparse_code(x, basis, prior="uniform", max_iter=3)
     with pytest.raises(RuntimeError, match=r"codes: the Hessian .* is singular at examples \[0, 1\]"):
         w.sum().backward()
+
+
+def test_tiny_kl_codes_give_finite_exact_gradients(gen):
+    """SPEC §2 numerics: codes ~1e-30 make 1/w ~1e30, yet the scaled solve is exact."""
+    x, basis = problem_data("gaussian", n=4, d=8, k=5, seed=7)
+    x = -3 * x.abs()  # pushes most KL codes far below p
+    basis = basis.abs().requires_grad_()
+    lam = torch.tensor(0.05, dtype=torch.float64)
+    p = torch.tensor(1e-3, dtype=torch.float64)
+    w = diffsc.sparse_code(x, basis, prior="kl", strength=lam, prior_mean=p, tol=TIGHT)
+    assert float(w.detach().min()) < 1e-30
+    c = torch.randn(w.shape, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((w * c).sum(), basis)
+    assert bool(torch.isfinite(grad).all())
+    u = torch.randn(basis.shape, generator=gen, dtype=torch.float64)
+    h = 1e-6
+    with torch.no_grad():
+        plus, minus = (
+            diffsc.sparse_code(x, basis + s * h * u, prior="kl", strength=lam, prior_mean=p, tol=TIGHT, init=w)
+            for s in (1, -1)
+        )
+    torch.testing.assert_close((grad * u).sum(), ((plus - minus) * c).sum() / (2 * h), rtol=1e-5, atol=1e-9)
