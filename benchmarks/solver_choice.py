@@ -103,6 +103,8 @@ def run(args):
         rows.append((prior, f"scipy L-BFGS-B per example (x{args.n / args.lbfgs_rows:.0f} from {args.lbfgs_rows} rows)",
                      s * args.n / args.lbfgs_rows, residual(prior, x[sub], basis, lam, p, w), "extrapolated"))
     s, w, note = ours("l1")
+    add("l1", "diffsc active_set", s, w, note)
+    s, w, note = ours("l1", "fista")
     add("l1", "diffsc fista", s, w, note)
     from sklearn.decomposition import sparse_encode
 
@@ -112,7 +114,8 @@ def run(args):
                                            max_iter=10000), 1)
         add("l1", f"sklearn {algorithm}", s, w)
 
-    base = {r[0]: r[2] for r in rows if r[1].startswith("diffsc") and "eg" not in r[1]}
+    defaults = ("diffsc newton", "diffsc active_set")
+    base = {r[0]: r[2] for r in rows if r[1] in defaults}
     print(f"N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"{'prior':<10}{'method':<58}{'seconds':>9}{'ratio':>8}{'residual':>11}  note")

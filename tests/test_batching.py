@@ -110,7 +110,7 @@ def test_diagnostics():
 
 def test_non_convergence_warns_and_strict_raises():
     x, basis = problem_data("gaussian", n=6, d=10, k=8)
-    with pytest.warns(diffsc.ConvergenceWarning, match=r"[1-6] of 6 codes did not converge \(solver 'fista'"):
+    with pytest.warns(diffsc.ConvergenceWarning, match=r"[1-6] of 6 codes did not converge \(solver 'active_set'"):
         _, info = diffsc.sparse_code_with_info(x, basis, prior="l1", max_iter=1, tol=1e-14)
     assert not info.all_converged
     with pytest.raises(diffsc.ConvergenceError, match=r"raise max_iter, loosen tol"):
@@ -129,3 +129,14 @@ def test_residual_formula():
                          (x @ basis).abs().amax(1), (lam * w / w).abs().amax(1)]).amax(0)
     expected = (grad_loss + grad_prior).abs().amax(1) / scale
     torch.testing.assert_close(diffsc.Problem.of("gaussian", "kl").residual(x, basis, lam, p, w), expected)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_l1_solvers_agree(family):
+    """The active-set and FISTA solvers reach the same L1 codes."""
+    x, basis = problem_data(family, n=12, d=10, k=16, seed=8)
+    kw = dict(family=family, prior="l1", strength=0.05, tol=1e-10)
+    active, a_info = diffsc.sparse_code_with_info(x, basis, solver="active_set", **kw)
+    fista, f_info = diffsc.sparse_code_with_info(x, basis, solver="fista", **kw)
+    assert a_info.all_converged and f_info.all_converged
+    torch.testing.assert_close(active, fista, rtol=1e-6, atol=1e-8)

@@ -10,14 +10,15 @@ import diffsc
 from helpers import problem_data
 
 
+@pytest.mark.parametrize("solver", ["active_set", "fista"])
 @pytest.mark.parametrize("prior", ["l1", "nonneg_l1"])
 @pytest.mark.parametrize("seed", range(3))
-def test_l1_equals_sklearn_lasso(prior, seed):
+def test_l1_equals_sklearn_lasso(prior, seed, solver):
     """Lasso minimises 1/(2 n_samples) ||y - X w||^2 + alpha ||w||_1 with the
     D rows of the basis as samples, so alpha = lam / D."""
     x, basis = problem_data("gaussian", n=5, d=20, k=30, seed=seed)
     lam = 0.2
-    ours = diffsc.sparse_code(x, basis, prior=prior, strength=lam)
+    ours = diffsc.sparse_code(x, basis, prior=prior, strength=lam, solver=solver)
     lasso = Lasso(alpha=lam / basis.shape[0], fit_intercept=False, tol=1e-14, max_iter=200000,
                   positive=prior == "nonneg_l1")
     for row, code in zip(x.numpy(), ours.numpy()):

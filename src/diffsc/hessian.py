@@ -97,13 +97,16 @@ def _woodbury_solve(basis, d, q, rhs):
     return torch.cat(out), torch.cat(oks)
 
 
-def support_solve(family, basis, r, support, rhs):
+def support_solve(family, basis, r, support, rhs, ridge=False):
     """``(B_S^T S B_S)^{-1} rhs_S`` on each row's support ``S``, 0 off it.
 
     Rows are sorted by support size and solved in chunks of ``(n, s, s)``
     systems, ``s`` the largest support in the chunk, so the cost is about
     ``N s^3`` rather than ``N K^3``: L1 codes are sparse. Rows padded past
-    their support solve an identity block.
+    their support solve an identity block. With ``ridge``, a singular system
+    (a support of more than ``D`` atoms, or twin atoms) is solved with
+    ``1e-8`` of its mean diagonal added: a descent direction for a solver,
+    where the backward pass reports the singularity instead.
     """
     n, k = rhs.shape
     counts = support.sum(1)
@@ -132,6 +135,12 @@ def support_solve(family, basis, r, support, rhs):
         a.diagonal(dim1=-2, dim2=-1).add_(1 - v)
         chol, info = torch.linalg.cholesky_ex(a)
         ok = info == 0
+        if ridge and not bool(ok.all()):
+            mean_diag = a.diagonal(dim1=-2, dim2=-1).mean(-1)
+            a = a + torch.diag_embed((1e-8 * mean_diag)[:, None] * v)
+            chol_r, info_r = torch.linalg.cholesky_ex(a)
+            chol = torch.where(ok[:, None, None], chol, chol_r)
+            ok = ok | (info_r == 0)
         if not bool(ok.all()):
             eye = torch.eye(s, dtype=a.dtype, device=a.device)
             chol = torch.where(ok[:, None, None], chol, eye)

@@ -8,6 +8,7 @@ warning (or an error when ``strict``).
 
 from __future__ import annotations
 
+from .active_set import active_set
 from .eg import exponentiated_gradient
 from .fista import fista
 from .newton import newton
@@ -16,13 +17,14 @@ from .result import SolveResult, default_tol
 #: name -> (function, which priors it handles, default max_iter)
 SOLVERS = {
     "newton": (newton, lambda problem: problem.smooth, 100),
+    "active_set": (active_set, lambda problem: problem.l1, 2000),
     "fista": (fista, lambda problem: problem.l1, 20000),
     "eg": (exponentiated_gradient, lambda problem: problem.prior.name == "kl", 20000),
 }
 
 
 def default_solver(problem) -> str:
-    return "fista" if problem.l1 else "newton"
+    return "active_set" if problem.l1 else "newton"
 
 
 def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
