@@ -1,12 +1,15 @@
 """Why each prior has the solver it has: time to the same tolerance, side by side.
 
 Problem (as in issue 5): a random gaussian basis with unit-norm atoms, inputs
-that are sparse combinations of 5% of the atoms plus noise at 20 dB. Every
+that are sparse combinations of 5% of the atoms plus noise at 20 dB; for the
+softmax family, 200-word documents drawn from the softmax of such combinations. Every
 method solves the same batch to a relative optimality residual of ``--tol``
 (``diffsc.Problem.residual``, float64), which the script checks; times are the
 median of ``--repeats`` runs, and ratios are to diffsc's default solver.
 
     python benchmarks/solver_choice.py              # N=2000, D=64, K=256
+    python benchmarks/solver_choice.py --d 784      # a tall basis
+    python benchmarks/solver_choice.py --family softmax --d 5000 --k 100   # text-like counts
     python benchmarks/solver_choice.py --smoke      # seconds; run by the tests
 """
 
@@ -16,6 +19,7 @@ import argparse
 import platform
 import statistics
 import time
+import warnings
 
 import numpy as np
 import scipy.optimize
@@ -24,13 +28,20 @@ import torch
 import diffsc
 
 
-def make_problem(n, d, k, seed):
+def make_problem(n, d, k, seed, family="gaussian"):
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(d, k, generator=g, dtype=torch.float64)
     basis /= basis.norm(dim=0)
     active = torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05
     codes = torch.randn(n, k, generator=g, dtype=torch.float64) * active
     clean = codes @ basis.T
+    if family == "softmax":
+        # Text-like: 200-word documents drawn from the softmax of sparse codes
+        # (times 10, so that topics are peaked over the vocabulary).
+        rates = 200 * torch.softmax(10 * clean, dim=1)
+        counts = torch.poisson(rates, generator=g)
+        counts[:, 0] += 1  # no empty document
+        return counts, basis
     noise = torch.randn(n, d, generator=g, dtype=torch.float64)
     noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
     return clean + noise, basis
@@ -45,28 +56,29 @@ def timed(fn, repeats):
     return statistics.median(times), out
 
 
-def residual(prior, x, basis, lam, p, w):
-    problem = diffsc.Problem.of("gaussian", prior)
+def residual(problem, x, basis, lam, p, w):
     lam_t, p_t = torch.tensor(lam, dtype=torch.float64), torch.tensor(p, dtype=torch.float64)
-    return float(problem.residual(x, basis, lam_t, p_t, torch.as_tensor(w)).max())
+    target = problem.family.prepare(x)
+    return float(problem.residual(target, basis, lam_t, p_t, torch.as_tensor(w)).max())
 
 
-def lbfgsb(prior, x, basis, lam, p, tol):
-    """Per-example scipy L-BFGS-B with bounds w > 0 for KL (the classic reference)."""
-    problem = diffsc.Problem.of("gaussian", prior)
+def lbfgsb(problem, x, basis, lam, p, tol):
+    """Per-example scipy L-BFGS-B, with bounds w > 0 for KL (the classic reference)."""
     lam_t, p_t = torch.tensor(lam, dtype=torch.float64), torch.tensor(p, dtype=torch.float64)
-    b = basis.numpy()
-    k = b.shape[1]
-    bounds = [(1e-300, None)] * k if prior == "kl" else None
+    target = problem.family.prepare(x)
+    k = basis.shape[1]
+    bounds = [(1e-300, None)] * k if problem.prior.name == "kl" else None
     out = np.empty((x.shape[0], k))
-    for i, row in enumerate(x.numpy()):
+    for i in range(x.shape[0]):
+        row = target[i : i + 1]
+
         def f(w):
             wt = torch.from_numpy(w)[None]
-            grad = torch.from_numpy(b.T @ (b @ w - row))[None] + lam_t * problem.prior.grad(wt, p_t)
-            value = problem.objective(torch.from_numpy(row)[None], basis, lam_t, p_t, wt)
-            return float(value), grad[0].numpy()
+            grad_loss, _ = problem.loss_gradient(row, basis, wt)
+            grad = grad_loss + lam_t * problem.prior.grad(wt, p_t)
+            return float(problem.objective(row, basis, lam_t, p_t, wt)), grad[0].numpy()
 
-        start = np.full(k, p) if prior == "kl" else np.zeros(k)
+        start = np.full(k, p) if problem.prior.name == "kl" else np.zeros(k)
         res = scipy.optimize.minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds,
                                       options={"gtol": tol * 1e-3, "ftol": 0, "maxiter": 20000})
         out[i] = res.x
@@ -74,50 +86,49 @@ def lbfgsb(prior, x, basis, lam, p, tol):
 
 
 def run(args):
-    x, basis = make_problem(args.n, args.d, args.k, args.seed)
+    family = args.family
+    x, basis = make_problem(args.n, args.d, args.k, args.seed, family)
     lam, p, tol = args.strength, args.prior_mean, args.tol
     rows = []
 
-    def add(prior, method, seconds, w, note=""):
-        rows.append((prior, method, seconds, residual(prior, x, basis, lam, p, w), note))
+    def add(prior, method, seconds, w, note="", rows_used=slice(None)):
+        problem = diffsc.Problem.of(family, prior)
+        rows.append((prior, method, seconds, residual(problem, x[rows_used], basis, lam, p, w), note))
 
     def ours(prior, solver=None):
         def go():
-            w, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam, prior_mean=p,
-                                                   tol=tol, solver=solver, max_iter=args.max_iter)
-            return w, info
+            return diffsc.sparse_code_with_info(x, basis, family=family, prior=prior, strength=lam,
+                                                prior_mean=p, tol=tol, solver=solver, max_iter=args.max_iter)
+
         seconds, (w, info) = timed(go, args.repeats)
         note = f"{int(info.iterations.max())} it max, {int(info.converged.sum())}/{len(w)} converged"
         return seconds, w, note
 
-    import warnings
     warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
     for prior in ("kl", "signed_kl"):
-        s, w, note = ours(prior)
-        add(prior, "diffsc newton", s, w, note)
+        add(prior, "diffsc newton", *ours(prior))
         if prior == "kl":
-            s, w, note = ours(prior, "eg")
-            add(prior, "diffsc eg (exponentiated gradient)", s, w, note)
+            add(prior, "diffsc eg (exponentiated gradient)", *ours(prior, "eg"))
         sub = slice(0, args.lbfgs_rows)
-        s, w = timed(lambda: lbfgsb(prior, x[sub], basis, lam, p, tol), 1)
-        rows.append((prior, f"scipy L-BFGS-B per example (x{args.n / args.lbfgs_rows:.0f} from {args.lbfgs_rows} rows)",
-                     s * args.n / args.lbfgs_rows, residual(prior, x[sub], basis, lam, p, w), "extrapolated"))
-    s, w, note = ours("l1")
-    add("l1", "diffsc active_set", s, w, note)
-    s, w, note = ours("l1", "fista")
-    add("l1", "diffsc fista", s, w, note)
-    from sklearn.decomposition import sparse_encode
+        problem = diffsc.Problem.of(family, prior)
+        s, w = timed(lambda: lbfgsb(problem, x[sub], basis, lam, p, tol), 1)
+        add(prior, f"scipy L-BFGS-B per example (x{args.n / args.lbfgs_rows:.0f} from {args.lbfgs_rows} rows)",
+            s * args.n / args.lbfgs_rows, w, "extrapolated", sub)
+    add("l1", "diffsc active_set", *ours("l1"))
+    add("l1", "diffsc fista", *ours("l1", "fista"))
+    if family == "gaussian":
+        from sklearn.decomposition import sparse_encode
 
-    for algorithm in ("lasso_lars", "lasso_cd"):
-        # sparse_encode minimises 1/2 ||x - w B^T||^2 + alpha ||w||_1: alpha = lam.
-        s, w = timed(lambda: sparse_encode(x.numpy(), basis.numpy().T, algorithm=algorithm, alpha=lam,
-                                           max_iter=10000), 1)
-        add("l1", f"sklearn {algorithm}", s, w)
+        for algorithm in ("lasso_lars", "lasso_cd"):
+            # sparse_encode minimises 1/2 ||x - w B^T||^2 + alpha ||w||_1: alpha = lam.
+            s, w = timed(lambda: sparse_encode(x.numpy(), basis.numpy().T, algorithm=algorithm,
+                                               alpha=lam, max_iter=10000), 1)
+            add("l1", f"sklearn {algorithm}", s, w)
 
     defaults = ("diffsc newton", "diffsc active_set")
     base = {r[0]: r[2] for r in rows if r[1] in defaults}
-    print(f"N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"{family} N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
     print(f"{'prior':<10}{'method':<58}{'seconds':>9}{'ratio':>8}{'residual':>11}  note")
     for prior, method, seconds, res, note in rows:
         print(f"{prior:<10}{method:<58}{seconds:>9.3f}{seconds / base[prior]:>8.1f}{res:>11.1e}  {note}")
@@ -126,6 +137,7 @@ def run(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", choices=["gaussian", "softmax"], default="gaussian")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--k", type=int, default=256)

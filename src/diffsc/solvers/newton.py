@@ -41,7 +41,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         xa, wa, ra = x[idx], w[idx], r[idx]
         g = grad_loss[idx] + lam * prior.grad(wa, p)
 
-        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g)
+        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fast=True)
         slope = (g * step).sum(-1)
         # Where H was singular or the step is no descent direction (round-off),
         # fall back to the scaled gradient, which always descends.
