@@ -10,6 +10,7 @@ median of ``--repeats`` runs, and ratios are to diffsc's default solver.
     python benchmarks/solver_choice.py              # N=2000, D=64, K=256
     python benchmarks/solver_choice.py --d 784      # a tall basis
     python benchmarks/solver_choice.py --family softmax --d 5000 --k 100   # text-like counts
+    python benchmarks/solver_choice.py --mnist      # a real, coherent basis
     python benchmarks/solver_choice.py --smoke      # seconds; run by the tests
 """
 
@@ -45,6 +46,27 @@ def make_problem(n, d, k, seed, family="gaussian"):
     noise = torch.randn(n, d, generator=g, dtype=torch.float64)
     noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
     return clean + noise, basis
+
+
+def mnist_problem(n, k, seed):
+    """The first ``n`` MNIST training images, coded on ``k`` others as atoms.
+
+    A real, coherent basis. Reads ``$DIFFSC_DATA/mnist/train-images-idx3-ubyte.gz``
+    (the official IDX file).
+    """
+    import gzip
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("DIFFSC_DATA", "../shared/data")) / "mnist" / "train-images-idx3-ubyte.gz"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: set DIFFSC_DATA to a folder holding mnist/ "
+                         "(the official files from http://yann.lecun.com/exdb/mnist/)")
+    with gzip.open(path) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784) / 255.0
+    rng = np.random.default_rng(seed)
+    atoms = images[n + rng.choice(len(images) - n, k, replace=False)].T
+    return torch.from_numpy(images[:n].copy()), torch.from_numpy(atoms / np.linalg.norm(atoms, axis=0))
 
 
 def timed(fn, repeats):
@@ -87,7 +109,11 @@ def lbfgsb(problem, x, basis, lam, p, tol):
 
 def run(args):
     family = args.family
-    x, basis = make_problem(args.n, args.d, args.k, args.seed, family)
+    if args.mnist:
+        x, basis = mnist_problem(args.n, args.k, args.seed)
+        args.d = 784
+    else:
+        x, basis = make_problem(args.n, args.d, args.k, args.seed, family)
     lam, p, tol = args.strength, args.prior_mean, args.tol
     rows = []
 
@@ -127,7 +153,7 @@ def run(args):
 
     defaults = ("diffsc newton", "diffsc active_set")
     base = {r[0]: r[2] for r in rows if r[1] in defaults}
-    print(f"{family} N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
+    print(f"{family}{' (MNIST)' if args.mnist else ''} N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
     print(f"{'prior':<10}{'method':<58}{'seconds':>9}{'ratio':>8}{'residual':>11}  note")
     for prior, method, seconds, res, note in rows:
@@ -148,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lbfgs-rows", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mnist", action="store_true",
+                        help="MNIST images coded on MNIST images (gaussian; needs DIFFSC_DATA)")
     parser.add_argument("--smoke", action="store_true", help="a tiny problem, one repeat")
     args = parser.parse_args(argv)
     if args.smoke:

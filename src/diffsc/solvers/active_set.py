@@ -48,11 +48,10 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
 
-    for _ in range(max_iter + 1):
-        grad_loss, r = problem.loss_gradient(x, basis, w)
-        residual = problem.residual(x, basis, lam, p, w, grad_loss)
+    grad_loss, r = problem.loss_gradient(x, basis, w)
+    residual = problem.residual(x, basis, lam, p, w, grad_loss)
+    for _ in range(max_iter):
         active = (residual > tol) & ~stuck
-        active &= iterations < max_iter
         if not bool(active.any()):
             break
         idx = active.nonzero().squeeze(1)
@@ -106,8 +105,11 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
             stuck = stuck.index_copy(0, idx, stuck[idx] | (fallback & ~better))
         w = w.index_copy(0, idx, w_new)
         iterations = iterations.index_add(0, idx, torch.ones_like(idx))
+        gl_a, r_a = problem.loss_gradient(xa, basis, w_new)
+        grad_loss = grad_loss.index_copy(0, idx, gl_a)
+        r = r.index_copy(0, idx, r_a)
+        residual = residual.index_copy(0, idx, problem.residual(xa, basis, lam, p, w_new, gl_a))
 
-    residual = problem.residual(x, basis, lam, p, w)
     return SolveResult(w, iterations, residual, residual <= tol, "active_set", tol)
 
 
