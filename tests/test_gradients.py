@@ -89,10 +89,10 @@ def test_random_direction_finite_differences(family, prior, gen):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-@pytest.mark.parametrize("prior", ["l2", "kl", "signed_kl", "l1"])
+@pytest.mark.parametrize("prior", ["uniform", "l2", "kl", "signed_kl", "l1", "nonneg_l1"])
 def test_implicit_equals_unrolled(family, prior, gen):
     """Autograd through every solver iteration converges to the implicit gradient."""
-    if prior == "l1":
+    if prior in ("l1", "nonneg_l1"):
         inputs = _l1_inputs_with_margin(family, prior)
     else:
         inputs = _inputs(family, prior, per_atom=True, d=8, k=4)

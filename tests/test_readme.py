@@ -1,0 +1,17 @@
+"""The README's usage example runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert blocks, "the README has no python example"
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    basis, codes, info = namespace["basis"], namespace["codes"], namespace["info"]
+    assert basis.grad is not None and codes.shape == (1000, 128)
+    assert bool(info.converged.all())
