@@ -54,14 +54,15 @@ def test_metric_scale(name, gen):
 
 
 @pytest.mark.parametrize("name", SMOOTH_PRIORS)
-def test_mirror_step_leaves_along_the_step(name, gen):
-    """w(t) = mirror step: w(0) = w and w'(0) = step, so Armijo's slope is right."""
+def test_mirror_curve_leaves_along_the_step(name, gen):
+    """w(t) with s(w(t)) = s(w) + t s'(w) step: w(0) = w and w'(0) = step (Armijo's slope)."""
     prior = diffsc.get_prior(name)
     w, p = _codes(name, gen), _mean()
     step = 0.1 * torch.randn(3, 4, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(prior.mirror_step(w, p, step, 0.0), w)
+    ds = prior.mirror_derivative(w, p) * step
+    torch.testing.assert_close(prior.mirror_curve(w, p, ds, 0.0), w)
     h = 1e-6
-    deriv = (prior.mirror_step(w, p, step, h) - prior.mirror_step(w, p, step, -h)) / (2 * h)
+    deriv = (prior.mirror_curve(w, p, ds, h) - prior.mirror_curve(w, p, ds, -h)) / (2 * h)
     torch.testing.assert_close(deriv, step, rtol=1e-6, atol=1e-8)
 
 

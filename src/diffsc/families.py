@@ -51,6 +51,10 @@ class Family:
         s = self.curvature_weights(r)
         return torch.einsum("dk,nd,dl->nkl", basis, s, basis)
 
+    def gram_diagonal(self, basis: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The diagonal of ``B^T S B``, ``(n, K)``, without forming it."""
+        return self.curvature_weights(r) @ basis.square()
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Check the inputs and map them to the loss's target (e.g. counts to types)."""
         return x
@@ -74,6 +78,9 @@ class Gaussian(Family):
 
     def gram(self, basis, r):
         return basis.T @ basis
+
+    def gram_diagonal(self, basis, r):
+        return basis.square().sum(0).expand(r.shape[0], -1)
 
 
 class Softmax(Family):
@@ -106,6 +113,9 @@ class Softmax(Family):
         br = r @ basis  # (n, K) = B^T r per example
         weighted = torch.einsum("dk,nd,dl->nkl", basis, r, basis)
         return weighted - br.unsqueeze(-1) * br.unsqueeze(-2)
+
+    def gram_diagonal(self, basis, r):
+        return r @ basis.square() - (r @ basis).square()
 
     def prepare(self, x):
         if (x < 0).any():

@@ -169,14 +169,19 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     return torch.cat(out)[back], torch.cat(oks)[back]
 
 
-def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False):
+def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
 
     ``fast`` (Newton's steps) skips the definiteness check; see :func:`solve_spd`.
+    ``fixed`` (smooth priors) holds some coordinates out of the system: the
+    solution is 0 there and the rest is solved with them fixed.
     """
     if problem.l1:
         return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)
+    if fixed is not None:
+        d = torch.where(fixed, torch.zeros_like(d), d)
+        q = torch.where(fixed, torch.ones_like(q), q)
     return scaled_solve(problem.family, basis, r, d, q, rhs, fast)

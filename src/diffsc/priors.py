@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import torch
 
-# A Newton step may change a mirror coordinate by at most this much
-# (a factor e^30 for KL codes); larger steps only overflow and are backtracked.
-_MAX_MIRROR_STEP = 30.0
+def _log_wright_omega(z: torch.Tensor) -> torch.Tensor:
+    """``y = log omega(z)``, the root of ``e^y + y = z``, by Newton's method.
+
+    The start lies above the root (``e^z + z > z``; ``z + log z > z`` for
+    ``z >= 1``), where Newton's method on this convex increasing function
+    descends monotonically: no overshoot, no overflow.
+    """
+    y = torch.where(z < 1, z, torch.log(z.clamp(min=1)) + 1e-3)
+    for _ in range(12):
+        ey = torch.exp(y)
+        y = y - (ey + y - z) / (ey + 1)
+    return y
 
 
 class Prior:
@@ -36,6 +45,13 @@ class Prior:
     def project(self, w: torch.Tensor) -> torch.Tensor:
         """Move a warm start into the prior's domain."""
         return w
+
+    #: Whether codes are bounded below (KL: w > 0) and may underflow to the bound.
+    has_floor = False
+
+    def at_floor(self, w: torch.Tensor) -> torch.Tensor:
+        """Codes at the smallest value the dtype can hold in the prior's domain."""
+        return torch.zeros_like(w, dtype=torch.bool)
 
     def grad_mean(self, w, p):
         """``d grad R / d p`` elementwise (zero when ``p`` does not enter)."""
@@ -75,9 +91,8 @@ class SmoothPrior(Prior):
     def mirror_derivative(self, w, p):
         return self.curvature(w, p)
 
-    def mirror_step(self, w, p, step, t):
-        """The point ``w(t)`` with ``s(w(t)) = s(w) + t * s'(w) step``; ``w'(0) = step``."""
-        ds = (self.mirror_derivative(w, p) * step).clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP)
+    def mirror_curve(self, w, p, ds, t):
+        """The point ``w(t)`` with ``s(w(t)) = s(w) + t ds``, so ``w'(0) = ds / s'(w)``."""
         return self.project(self.mirror_inverse(self.mirror(w, p) + t * ds, p))
 
 
@@ -137,6 +152,7 @@ class KL(SmoothPrior):
 
     name = "kl"
     uses_mean = True
+    has_floor = True
 
     def value(self, w, p):
         return torch.special.xlogy(w, w / p) - w + p
@@ -159,9 +175,28 @@ class KL(SmoothPrior):
     def initial(self, p, shape, like):
         return torch.ones(shape, dtype=like.dtype, device=like.device) * p
 
+    def coordinate_log_step(self, w, p, lam, grad_loss, curvature):
+        """``log(v / w)`` for the minimiser ``v`` of the one-coordinate model
+
+            grad_loss (v - w) + curvature / 2 (v - w)^2 + lam R(v),
+
+        whose optimality condition ``c (v - w) + grad_loss + lam log(v / p) = 0``
+        gives ``v = (lam / c) omega(log(c p / lam) + (c w - grad_loss) / lam)``
+        with Wright's omega function (``omega(z) = W0(e^z)``), here in logs so
+        that codes e^-700 or e^+700 away are reached in one step.
+        """
+        c = curvature.clamp_min(torch.finfo(w.dtype).tiny)
+        z = torch.log(c * p / lam) + (c * w - grad_loss) / lam
+        return torch.log(lam / c) + _log_wright_omega(z) - torch.log(w)
+
     def project(self, w):
         # Codes that underflow to 0 would give log(0); keep them representable.
         return w.clamp_min(torch.finfo(w.dtype).tiny)
+
+    def at_floor(self, w):
+        # The optimum p exp(-grad D / lam) can lie below the smallest normal
+        # number (grad D / lam > 700 in float64, > 80 in float32).
+        return w <= torch.finfo(w.dtype).tiny
 
 
 class SignedKL(SmoothPrior):

@@ -57,6 +57,8 @@ class Problem:
         Its last term is how much ``lam grad R`` moves when ``w`` changes by
         a relative ``1`` (``lam`` for KL): ``lam grad R`` cannot be resolved more
         finely than ``eps`` times it, e.g. KL codes near ``p`` for tiny inputs.
+        A KL code at the dtype's smallest normal number whose gradient is
+        still positive counts as optimal: its optimum underflows.
         """
         if grad_loss is None:
             grad_loss, _ = self.loss_gradient(x, basis, w)
@@ -65,6 +67,9 @@ class Problem:
             g = self.prior.min_norm_subgradient(w, grad_loss, lam)
         else:
             g = grad_loss + grad_prior
+            # A code held at the dtype's floor that still wants to shrink is
+            # as small as it can be: like a bound, it counts as optimal.
+            g = torch.where(self.prior.at_floor(w) & (g > 0), torch.zeros_like(g), g)
         terms = [grad_loss, grad_prior, x @ basis]
         if self.smooth:
             terms.append(lam * w * self.prior.curvature(w, p))

@@ -8,6 +8,8 @@ warning (or an error when ``strict``).
 
 from __future__ import annotations
 
+import torch
+
 from .active_set import active_set
 from .eg import exponentiated_gradient
 from .fista import fista
@@ -39,7 +41,20 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])
     w0 = problem.prior.initial(p, shape, x) if init is None else problem.prior.project(init)
-    return function(problem, x, basis, lam, p, w0, tol, max_iter)
+    return function(problem, x, basis, lam, p, _finite_start(problem, x, basis, lam, p, w0), tol, max_iter)
+
+
+def _finite_start(problem, x, basis, lam, p, w0):
+    """Shrink a start whose objective overflows (e.g. exp(B w) with KL's ``w = p``).
+
+    Codes are scaled towards 0 by 10 at a time where ``F(w0)`` is not finite.
+    """
+    for _ in range(40):
+        bad = ~torch.isfinite(problem.objective(x, basis, lam, p, w0))
+        if not bool(bad.any()):
+            break
+        w0 = torch.where(bad[:, None], problem.prior.project(w0 / 10), w0)
+    return w0
 
 
 __all__ = ["SOLVERS", "SolveResult", "default_solver", "default_tol", "solve"]

@@ -22,6 +22,55 @@ from .result import SolveResult
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
+# A step moves a mirror coordinate by at most this much (a factor e^30 for a
+# KL code): larger steps overflow. KL codes further from their optimum jump.
+_MAX_MIRROR_STEP = 30.0
+
+
+def _far(problem, basis, lam, p, w, r, grad_loss):
+    """KL codes whose optimum lies more than e^30 away, and the steps to it.
+
+    Predicted coordinate by coordinate from the one-coordinate quadratic
+    model with the diagonal curvature ``G_ii`` (:meth:`KL.coordinate_log_step`).
+    Newton solves with them held out and they jump to the model's minimiser,
+    which may be e^-700 (then the dtype's floor) or e^+500 away: limited to
+    e^30 a step, they would take dozens of steps, and cut the others' too.
+    """
+    if not problem.prior.has_floor:
+        return None, None
+    gii = problem.family.gram_diagonal(basis, r)
+    step = problem.prior.coordinate_log_step(w, p, lam, grad_loss, gii)
+    return step.abs() > _MAX_MIRROR_STEP, step
+
+
+def _limit(prior, w, p, g, step, far=None, far_step=None):
+    """The step in mirror coordinates, each entry limited, and its slope.
+
+    Limiting entry by entry keeps the large moves of the others; if that
+    spoils descent, the whole step is scaled down instead (still Newton's
+    direction). The slope ``<g, w'(0)>`` is that of the curve actually taken.
+    """
+    deriv = prior.mirror_derivative(w, p)
+    ds = deriv * step
+    # exp/sinh overflow beyond e^30-fold moves, and Armijo's slope means little
+    # for them; a KL code further from its optimum jumps there instead.
+    limited = ds.clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP)
+    velocity = limited / deriv  # w'(0) along the curve taken
+    if far is not None:
+        # Jumps to a finite target, nothing to limit. Their tangent would
+        # promise a decrease the saturating curve never delivers (e^-700 of
+        # a code is its floor), so their slope counts the chord instead.
+        ds = torch.where(far, far_step, ds)
+        limited = torch.where(far, far_step, limited)
+        velocity = torch.where(far, prior.mirror_curve(w, p, limited, 1.0) - w, velocity)
+    slope = (g * velocity).sum(-1)
+    uniform = ~(slope < 0)
+    if bool(uniform.any()):
+        kept = torch.where(ds != 0, limited / torch.where(ds != 0, ds, 1), torch.ones_like(ds))
+        scale = kept.amin(-1, keepdim=True)
+        limited = torch.where(uniform[:, None], ds * scale, limited)
+        slope = torch.where(uniform, (g * limited / deriv).sum(-1), slope)
+    return limited, slope
 
 
 def newton(problem, x, basis, lam, p, w0, tol, max_iter):
@@ -41,15 +90,16 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         xa, wa, ra = x[idx], w[idx], r[idx]
         g = grad_loss[idx] + lam * prior.grad(wa, p)
 
-        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fast=True)
-        slope = (g * step).sum(-1)
+        far, far_step = _far(problem, basis, lam, p, wa, ra, grad_loss[idx])
+        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fast=True, fixed=far)
         # Where H was singular or the step is no descent direction (round-off),
         # fall back to the scaled gradient, which always descends.
-        fallback = ~ok | ~(slope < 0)
+        fallback = ~ok | ~((g * step).sum(-1) < 0)
         if bool(fallback.any()):
             d = prior.metric_scale(wa, p)
-            step = torch.where(fallback[:, None], -d.square() * g, step)
-            slope = (g * step).sum(-1)
+            descent = -d.square() * g if far is None else torch.where(far, 0.0, -d.square() * g)
+            step = torch.where(fallback[:, None], descent, step)
+        ds, slope = _limit(prior, wa, p, g, step, far, far_step)
 
         f0 = problem.objective(xa, basis, lam, p, wa)
         g_norm = g.abs().amax(-1)
@@ -57,13 +107,14 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         accepted = torch.zeros_like(f0, dtype=torch.bool)
         w_new = wa
         for trial in range(_MAX_BACKTRACK):
-            cand = prior.mirror_step(wa, p, step, t[:, None])
+            cand = prior.mirror_curve(wa, p, ds, t[:, None])
             f = problem.objective(xa, basis, lam, p, cand)
             good = f <= f0 + _ARMIJO * t * slope
             if trial == 0:
-                gl_c, _ = problem.loss_gradient(xa, basis, cand)
-                g_c = (gl_c + lam * prior.grad(cand, p)).abs().amax(-1)
+                gl_full, r_full = problem.loss_gradient(xa, basis, cand)
+                g_c = (gl_full + lam * prior.grad(cand, p)).abs().amax(-1)
                 good = good | (g_c <= 0.5 * g_norm)
+                full_step = good
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
             accepted = accepted | good
@@ -74,7 +125,10 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         stuck = stuck.index_copy(0, idx, ~accepted)
         iterations = iterations.index_add(0, idx, torch.ones_like(idx))
         w = w.index_copy(0, idx, w_new)
-        gl_a, r_a = problem.loss_gradient(xa, basis, w_new)
+        if bool(full_step.all()):  # the usual case: reuse the full step's gradient
+            gl_a, r_a = gl_full, r_full
+        else:
+            gl_a, r_a = problem.loss_gradient(xa, basis, w_new)
         grad_loss = grad_loss.index_copy(0, idx, gl_a)
         r = r.index_copy(0, idx, r_a)
         residual = residual.index_copy(
