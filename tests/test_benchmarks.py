@@ -25,3 +25,11 @@ def test_solver_choice_smoke(family, capsys):
         if method.startswith("diffsc"):
             assert residual <= 1e-6 and seconds > 0, (prior, method, residual)
     assert "ratio" in capsys.readouterr().out
+
+
+def test_robustness_smoke(capsys):
+    done, total = _load("robustness").main(["--smoke"])
+    assert sum(total.values()) == 2 * 4 * 3 * 5  # dtypes x families x priors x settings
+    # The mild settings converge everywhere; the sweep's hard corners are reported, not asserted.
+    assert all(done[key] == total[key] for key in total if key[1] in (0.5, 5.0))
+    assert "fully converged" in capsys.readouterr().out

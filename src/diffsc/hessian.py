@@ -104,7 +104,8 @@ def _woodbury_solve(basis, d, q, rhs, fast):
     for rows in _chunks(n, d_dim * max(d_dim, k)):
         dr, qr = d[rows], q[rows]
         u = dr * rhs[rows] / qr
-        small = torch.einsum("dk,nk,ek->nde", basis, dr.square() / qr, basis) + eye
+        # B diag(d^2/q) B^T as one batched matmul (einsum here ran at 4 GFLOP/s).
+        small = (basis * (dr.square() / qr).unsqueeze(1)) @ basis.T + eye
         t, ok = solve_spd(small, (dr * u) @ basis.T, fast)
         z = u - (t @ basis) * dr / qr
         out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))

@@ -1,0 +1,73 @@
+"""How often the default solvers reach the tolerance, over a sweep of hard cases.
+
+Random problems (D in [3, 40), K in [2, 80), 16 inputs each, gaussian inputs
+scaled by 10 on odd seeds) for every family and smooth prior, five
+(strength, prior mean) pairs from mild to extreme, float64 and float32, each
+solved with the default tolerance and ``--max-iter``. Prints, per setting,
+how many of the batches converged completely. A batch that does not is
+reported by the library with a ConvergenceWarning; this script counts them.
+
+    python benchmarks/robustness.py                 # 25 seeds, a minute or two
+    python benchmarks/robustness.py --smoke         # run by the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import diffsc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import random_basis, random_inputs  # noqa: E402  (the tests' problem generator)
+
+SETTINGS = [(1e-4, 1e-4), (1e-2, 1e-3), (0.5, 0.1), (5.0, 2.0), (1e-3, 10.0)]
+FAMILIES = ["gaussian", "softmax", "poisson", "bernoulli"]
+PRIORS = ["l2", "kl", "signed_kl"]
+
+
+def run(seeds, max_iter):
+    done, total = Counter(), Counter()
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        d = int(torch.randint(3, 40, (1,), generator=g))
+        k = int(torch.randint(2, 80, (1,), generator=g))
+        for family, prior, (lam, p) in itertools.product(FAMILIES, PRIORS, SETTINGS):
+            x = random_inputs(family, 16, d, g) * (10 if family == "gaussian" and seed % 2 else 1)
+            basis = random_basis(d, k, g)
+            for dtype in (torch.float64, torch.float32):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
+                    w, info = diffsc.sparse_code_with_info(
+                        x.to(dtype), basis.to(dtype), family=family, prior=prior,
+                        strength=lam, prior_mean=p, max_iter=max_iter,
+                    )
+                key = (prior, lam, p, str(dtype).split(".")[1])
+                total[key] += 1
+                done[key] += int(info.all_converged and bool(torch.isfinite(w).all()))
+    print(f"{seeds} seeds x {len(FAMILIES)} families, max_iter={max_iter}: batches fully converged")
+    print(f"{'prior':<10}{'lam':>8}{'p':>8}  {'dtype':<8}{'converged':>10}")
+    for key in sorted(total):
+        prior, lam, p, dtype = key
+        print(f"{prior:<10}{lam:>8g}{p:>8g}  {dtype:<8}{done[key]:>6}/{total[key]}")
+    print(f"all: {sum(done.values())}/{sum(total.values())}")
+    return done, total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=25)
+    parser.add_argument("--max-iter", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true", help="one seed")
+    args = parser.parse_args(argv)
+    return run(1 if args.smoke else args.seeds, args.max_iter)
+
+
+if __name__ == "__main__":
+    main()
