@@ -40,12 +40,11 @@ def _far(problem, basis, lam, p, w, r, grad_loss):
         return None, None
     gii = problem.family.gram_diagonal(basis, r)
     lam_w, p_w = lam.expand_as(w), p.expand_as(w)
-    # The model's first Newton step in log(w) picks the few candidates, with
-    # the codes whose Newton step in w would pass zero, so the exact jump (a
-    # dozen iterations of exp) is computed for those alone.
+    # The model's first Newton step in log(w) picks the few candidates, so the
+    # exact jump (a dozen iterations of exp) is computed for those alone.
     g = grad_loss + lam_w * problem.prior.grad(w, p)
     step = -g / (w * gii + lam_w)
-    maybe = (step.abs() > _MAX_MIRROR_STEP / 2) | (step < -1)
+    maybe = step.abs() > _MAX_MIRROR_STEP / 2
     if bool(maybe.any()):
         exact = problem.prior.coordinate_log_step(w[maybe], p_w[maybe], lam_w[maybe], grad_loss[maybe], gii[maybe])
         step = step.masked_scatter(maybe, exact)
