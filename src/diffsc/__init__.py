@@ -3,9 +3,12 @@
 from .coding import ConvergenceError, ConvergenceWarning, sparse_code, sparse_code_with_info
 from .families import FAMILIES, Family, get_family
 from .implicit import pullback
+from .learning import LearningResult, learn_basis
+from .module import SparseCodingLayer
 from .priors import PRIORS, Prior, get_prior
 from .problem import Problem
 from .solvers import SOLVERS, SolveResult, solve
+from .supervised import CodePredictor, TrainingResult, train_predictor
 
 __version__ = "0.1.0"
 
@@ -13,17 +16,23 @@ __all__ = [
     "FAMILIES",
     "PRIORS",
     "SOLVERS",
+    "CodePredictor",
     "ConvergenceError",
     "ConvergenceWarning",
     "Family",
+    "LearningResult",
     "Prior",
     "Problem",
     "SolveResult",
+    "SparseCodingLayer",
+    "TrainingResult",
     "get_family",
     "get_prior",
+    "learn_basis",
     "pullback",
     "solve",
     "sparse_code",
     "sparse_code_with_info",
+    "train_predictor",
     "__version__",
 ]

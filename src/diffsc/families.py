@@ -30,6 +30,8 @@ class Family:
     curvature_bound: float | None = None
     #: Whether ``B^T S B`` is the same for every example (``S`` constant).
     shared_gram = False
+    #: Whether ``f(eta + c 1) = f(eta)`` (softmax): atoms may then be centred.
+    shift_invariant = False
 
     def transfer(self, eta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -96,6 +98,7 @@ class Softmax(Family):
     """
 
     name = "softmax"
+    shift_invariant = True
     curvature_bound = 0.5  # the eigenvalues of diag(r) - r r^T are at most 1/2
 
     def transfer(self, eta):

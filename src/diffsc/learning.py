@@ -1,0 +1,376 @@
+r"""Unsupervised basis learning (SPEC §3): alternate MAP codes and basis updates.
+
+Minimises the mean objective over the ``N`` examples
+
+.. math::
+
+    J(B, W) = \frac1N \sum_n D_L(x_n \| f(B w_n)) + \sum_k \lambda_k R(w_{nk}),
+    \qquad \|B_{:,k}\|_2 \le 1 \text{ for every atom } k,
+
+by block-coordinate descent: MAP codes for the current basis (warm-started
+from the previous codes), then a basis step for the current codes. The norm
+bound keeps the prior meaningful: without it ``B`` grows and the codes shrink.
+
+Basis step:
+
+- gaussian: each atom in turn exactly minimises ``J`` with the others fixed,
+  from the sufficient statistics ``A = W^T W / N`` and ``C = X^T W / N``
+  (Mairal et al., *Online dictionary learning*, JMLR 2010, Algorithm 2):
+  ``u = b_k + (c_k - B a_k) / A_kk``, then ``b_k = u / max(1, ||u||)``.
+- other families: projected gradient steps on ``B`` with a backtracking line
+  search, ``grad_B = (R - X)^T W / N`` (softmax atoms are also centred:
+  ``softmax`` ignores a constant shift, so centring only frees norm).
+
+``method="batch"`` uses all examples each iteration and never increases
+``J``: a code or basis step that would increase it (only possible by
+rounding) is not taken. ``method="online"`` streams shuffled mini-batches and
+keeps running statistics (gaussian) or takes projected gradient steps on
+each mini-batch (other families), for data that does not fit in memory.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .coding import ConvergenceWarning
+from .problem import Problem
+from .solvers import solve
+from .validation import as_tensor, check_basis, check_finite, check_parameter
+
+METHODS = ("batch", "online")
+
+
+@dataclass
+class LearningResult:
+    """What :func:`learn_basis` returns.
+
+    Attributes
+    ----------
+    basis : (D, K) tensor, every column of norm <= 1
+    codes : (N, K) tensor or None
+        MAP codes of the training data for ``basis`` (batch method; None for
+        online learning, whose data need not fit in memory).
+    objective : list of float
+        ``J`` after each iteration (batch) or the mean mini-batch objective of
+        each pass (online).
+    n_iter : int
+    converged : bool
+        Whether the relative decrease of ``J`` fell below ``tol``.
+    """
+
+    basis: torch.Tensor
+    codes: torch.Tensor | None
+    objective: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+
+
+def prepare_data(x, dtype=None) -> torch.Tensor:
+    """``x`` as a finite, non-empty ``(N, D)`` float tensor (float64 unless given)."""
+    x = as_tensor(x, "x")
+    if x.dim() != 2:
+        raise ValueError(f"x: expected shape (N, D), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("x: empty batch (N = 0)")
+    if x.shape[1] == 0:
+        raise ValueError("x: has no features (D = 0)")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
+    x = x.to(dtype)
+    check_finite(x, "x")
+    return x
+
+
+def initial_basis(x, n_atoms: int, family, generator: torch.Generator) -> torch.Tensor:
+    """``n_atoms`` distinct training examples as unit-norm atoms, ``(D, K)``.
+
+    ``x`` is the family's prepared target. Non-gaussian families get the
+    centred log of the (smoothed) example, the natural parameter that
+    reproduces it. Repeats (``K > N``) and zero rows get a small random
+    perturbation so that no two atoms coincide.
+    """
+    n, d = x.shape
+    index = torch.randperm(n, generator=generator)[: min(n, n_atoms)]
+    if n_atoms > n:
+        extra = torch.randint(n, (n_atoms - n,), generator=generator)
+        index = torch.cat([index, extra])
+    atoms = x[index.to(x.device)]
+    if family.name != "gaussian":
+        atoms = torch.log(atoms.clamp(0, 1) + 1.0 / d)
+        atoms = atoms - atoms.mean(-1, keepdim=True)
+    noise = torch.randn(atoms.shape, generator=generator, dtype=atoms.dtype).to(x.device)
+    scale = atoms.norm(dim=1, keepdim=True)
+    atoms = atoms + 1e-2 * noise * torch.where(scale > 0, scale, 1) / d**0.5
+    return _project(atoms.T.contiguous(), family)
+
+
+def _project(basis: torch.Tensor, family) -> torch.Tensor:
+    """Atoms onto the unit ball (centred first where the family ignores shifts)."""
+    if family.shift_invariant:
+        basis = basis - basis.mean(0, keepdim=True)
+    return basis / basis.norm(dim=0).clamp_min(1.0)
+
+
+def project_atoms(basis: torch.Tensor, family="gaussian") -> torch.Tensor:
+    """A copy of ``basis`` whose every column has norm ``<= 1`` (see module docs)."""
+    from .families import get_family
+
+    return _project(basis, get_family(family))
+
+
+def mean_objective(problem: Problem, x, basis, lam, p, w) -> float:
+    """``J(B, W)``: the mean of the per-example objectives."""
+    return float(problem.objective(x, basis, lam, p, w).mean())
+
+
+class BasisLearner:
+    """The state of basis learning: problem, basis, and online statistics.
+
+    Parameters are already checked tensors; ``x`` passed to the methods is
+    the family's prepared target. Used by :func:`learn_basis` and by the
+    scikit-learn estimators' ``partial_fit``.
+    """
+
+    def __init__(self, problem, basis, lam, p, *, code_tol=None, code_max_iter=None, solver=None):
+        self.problem = problem
+        self.basis = basis
+        self.lam = lam
+        self.p = p
+        if code_tol is None:
+            code_tol = 1e-6 if basis.dtype == torch.float64 else 1e-4
+        self.code_options = {"solver": solver, "tol": code_tol, "max_iter": code_max_iter}
+        self.step_size = 1.0  # projected-gradient step, adapted by backtracking
+        self.stats = None  # online gaussian: (A, C)
+        self.n_batches = 0
+        self.unconverged = 0  # codes that missed code_tol in the last coding pass
+
+    def codes(self, x, init=None) -> torch.Tensor:
+        """MAP codes for the current basis; never worse than ``init``."""
+        with torch.no_grad():
+            result = solve(self.problem, x, self.basis, self.lam, self.p, init=init, **self.code_options)
+            w = result.codes
+            self.unconverged = int((~result.converged).sum())
+            if init is not None:  # keep a warm start the solver failed to improve on
+                start = self.problem.prior.project(init)
+                new = self.problem.objective(x, self.basis, self.lam, self.p, w)
+                old = self.problem.objective(x, self.basis, self.lam, self.p, start)
+                w = torch.where((new <= old)[:, None], w, start)
+        return w
+
+    def objective(self, x, w) -> float:
+        return mean_objective(self.problem, x, self.basis, self.lam, self.p, w)
+
+    # -- basis steps -------------------------------------------------------
+
+    def batch_step(self, x, w, steps: int = 10) -> None:
+        """Decrease ``J`` in ``B`` for fixed codes (the basis step of batch learning)."""
+        if self.problem.family.name == "gaussian":
+            n = x.shape[0]
+            self._coordinate_step(w.T @ w / n, x.T @ w / n, sweeps=steps)
+        else:
+            for _ in range(steps):
+                if not self._gradient_step(x, w):
+                    break
+
+    def online_step(self, x) -> float:
+        """One mini-batch of online learning; returns its objective before the step."""
+        w = self.codes(x)
+        value = self.objective(x, w)
+        n = x.shape[0]
+        self.n_batches += 1
+        if self.problem.family.name == "gaussian":
+            a, c = w.T @ w / n, x.T @ w / n
+            if self.stats is None:
+                self.stats = (a, c)
+            else:
+                # Mairal et al. (2010, §3.4): past statistics fade like 1/t so
+                # that codes from an early, poor basis are forgotten.
+                t = self.n_batches
+                beta = 1.0 - 1.0 / t if t > 1 else 0.0
+                self.stats = (beta * self.stats[0] + (1 - beta) * a, beta * self.stats[1] + (1 - beta) * c)
+            self._coordinate_step(*self.stats, sweeps=1)
+        else:
+            for _ in range(3):
+                if not self._gradient_step(x, w):
+                    break
+        return value
+
+    def _coordinate_step(self, a, c, sweeps: int) -> None:
+        """Exact minimisation over one atom at a time (module docstring)."""
+        basis = self.basis.clone()
+        tiny = torch.finfo(basis.dtype).tiny
+        for _ in range(sweeps):
+            for k in range(basis.shape[1]):
+                if a[k, k] <= tiny:  # an unused atom: the objective does not depend on it
+                    continue
+                u = basis[:, k] + (c[:, k] - basis @ a[:, k]) / a[k, k]
+                basis[:, k] = u / u.norm().clamp_min(1.0)
+        self.basis = basis
+
+    def _gradient_step(self, x, w) -> bool:
+        """One projected gradient step with backtracking; False if none decreased ``J``."""
+        family = self.problem.family
+        n = x.shape[0]
+        loss = family.loss(x, w @ self.basis.T).mean()
+        grad = (family.transfer(w @ self.basis.T) - x).T @ w / n
+        step = 2 * self.step_size
+        for _ in range(40):
+            candidate = _project(self.basis - step * grad, family)
+            delta = candidate - self.basis
+            bound = loss + (grad * delta).sum() + delta.square().sum() / (2 * step)
+            new = family.loss(x, w @ candidate.T).mean()
+            if bool(new <= bound) and bool(new <= loss):
+                self.basis, self.step_size = candidate, step
+                return bool(new < loss)
+            step /= 2
+        return False
+
+
+def learn_basis(
+    x,
+    n_atoms: int,
+    *,
+    family="gaussian",
+    prior="kl",
+    strength=0.1,
+    prior_mean=0.01,
+    method="batch",
+    max_iter: int = 30,
+    tol: float = 1e-4,
+    batch_size: int = 256,
+    init=None,
+    seed: int | None = 0,
+    code_tol=None,
+    solver=None,
+    progress: bool = False,
+) -> LearningResult:
+    r"""Learn a basis whose MAP codes reconstruct ``x`` (SPEC §3).
+
+    Parameters
+    ----------
+    x : (N, D) tensor or array
+        Training examples (counts for softmax). float64 unless a float32
+        tensor is given.
+    n_atoms : int
+        ``K``, the number of atoms.
+    family, prior, strength, prior_mean
+        As in :func:`diffsc.sparse_code`.
+    method : {"batch", "online"}
+        ``"batch"``: all examples each iteration, ``J`` never increases.
+        ``"online"``: shuffled mini-batches of ``batch_size``; ``max_iter``
+        counts passes over the data.
+    max_iter : int
+        Iterations (batch) or passes (online).
+    tol : float
+        Stop when ``(J_prev - J) / |J| < tol``.
+    init : (D, K) array, optional
+        Starting basis (its columns are projected onto the unit ball);
+        default: ``K`` random training examples (:func:`initial_basis`).
+    seed : int or None
+        Seeds the initial atoms and the mini-batch order.
+    code_tol : float, optional
+        Residual of the inner MAP solves (default 1e-6 in float64).
+    progress : bool
+        Show a progress bar with the current objective.
+
+    Returns
+    -------
+    LearningResult
+
+    Examples
+    --------
+    >>> import torch, diffsc
+    >>> x = torch.randn(200, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> result = diffsc.learn_basis(x, 12, prior="kl", strength=0.1, max_iter=5)
+    >>> result.basis.shape, bool((result.basis.norm(dim=0) <= 1 + 1e-12).all())
+    (torch.Size([8, 12]), True)
+    >>> all(b <= a for a, b in zip(result.objective, result.objective[1:]))
+    True
+    """
+    problem = Problem.of(family, prior)
+    x = prepare_data(x, None if init is None or not isinstance(init, torch.Tensor) else init.dtype)
+    if not isinstance(n_atoms, numbers.Integral) or isinstance(n_atoms, bool) or n_atoms < 1:
+        raise ValueError(f"n_atoms: must be a positive integer, got {n_atoms!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
+    for name, value in (("max_iter", max_iter), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+    if not (isinstance(tol, numbers.Real) and tol >= 0):
+        raise ValueError(f"tol: must be a number >= 0, got {tol!r}")
+    target = problem.family.prepare(x)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
+    if seed is None:
+        generator.seed()
+    if init is None:
+        basis = initial_basis(target, n_atoms, problem.family, generator)
+    else:
+        basis = check_basis(as_tensor(init, "init").to(x.dtype))
+        if tuple(basis.shape) != (x.shape[1], n_atoms):
+            raise ValueError(f"init: expected shape ({x.shape[1]}, {n_atoms}), got {tuple(basis.shape)}")
+        basis = _project(basis.to(x.device), problem.family)
+    lam = check_parameter(strength, "strength", basis)
+    p = check_parameter(prior_mean, "prior_mean", basis)
+    learner = BasisLearner(problem, basis, lam, p, code_tol=code_tol, solver=solver)
+    if method == "batch":
+        return _learn_batch(learner, target, max_iter, tol, progress)
+    return _learn_online(learner, target, max_iter, tol, batch_size, generator, progress)
+
+
+def _learn_batch(learner, x, max_iter, tol, progress) -> LearningResult:
+    w = learner.codes(x)
+    history = [learner.objective(x, w)]
+    converged = False
+    bar = tqdm(total=max_iter, desc="basis learning", disable=not progress, leave=False)
+    for _ in range(max_iter):
+        before = learner.basis
+        learner.batch_step(x, w)
+        if learner.objective(x, w) > history[-1]:  # rounding only: keep the old basis
+            learner.basis = before
+        w = learner.codes(x, init=w)
+        history.append(learner.objective(x, w))
+        bar.update()
+        bar.set_postfix(objective=f"{history[-1]:.6g}")
+        if history[-2] - history[-1] <= tol * abs(history[-1]):
+            converged = True
+            break
+    bar.close()
+    _warn_unconverged(learner, x.shape[0])
+    return LearningResult(learner.basis, w, history, len(history) - 1, converged)
+
+
+def _learn_online(learner, x, max_iter, tol, batch_size, generator, progress) -> LearningResult:
+    n = x.shape[0]
+    history = []
+    converged = False
+    batches = -(-n // batch_size)
+    bar = tqdm(total=max_iter * batches, desc="basis learning (online)", disable=not progress, leave=False)
+    for _ in range(max_iter):
+        order = torch.randperm(n, generator=generator).to(x.device)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            total += learner.online_step(x[index]) * len(index)
+            bar.update()
+        history.append(total / n)
+        bar.set_postfix(objective=f"{history[-1]:.6g}")
+        if len(history) > 1 and abs(history[-2] - history[-1]) <= tol * abs(history[-1]):
+            converged = True
+            break
+    bar.close()
+    return LearningResult(learner.basis, None, history, len(history), converged)
+
+
+def _warn_unconverged(learner, n) -> None:
+    if learner.unconverged:
+        warnings.warn(
+            f"{learner.unconverged} of {n} codes did not reach code_tol "
+            f"{learner.code_options['tol']:.3g} in the last coding pass",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
