@@ -7,14 +7,17 @@ import sys
 from diffsc.cli import main
 
 
-def test_demo_prints_the_table(capsys):
-    assert main(["demo", "--atoms", "40"]) == 0
+def test_demo_prints_the_table_and_saves_the_atoms(capsys, tmp_path):
+    figure = tmp_path / "atoms.png"
+    args = ["demo", "--atoms", "30", "--iterations", "4", "--epochs", "2", "--figure", str(figure)]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    for name in ("raw pixels", "PCA", "l1 codes", "kl codes", "signed_kl codes"):
+    for name in ("raw pixels", r"PCA \(30\)", "L1 codes", "KL codes", "KL fine-tuned"):
         row = re.search(rf"^{name}\s+(\d\.\d+)\s", out, re.MULTILINE)
         assert row, f"no row for {name}"
         assert 0.8 < float(row.group(1)) <= 1.0  # ten balanced classes: chance is 0.1
-    assert "implicit backward" in out
+    assert re.search(r"basis: 30 atoms learned without labels in \d+ iterations", out)
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_module_entry_point_shows_help():

@@ -5,6 +5,7 @@ from .families import FAMILIES, Family, get_family
 from .implicit import pullback
 from .learning import LearningResult, learn_basis
 from .module import SparseCodingLayer
+from .persistence import ModelFileError, load, save
 from .priors import PRIORS, Prior, get_prior
 from .problem import Problem
 from .solvers import SOLVERS, SolveResult, solve
@@ -21,6 +22,7 @@ __all__ = [
     "ConvergenceWarning",
     "Family",
     "LearningResult",
+    "ModelFileError",
     "Prior",
     "Problem",
     "SolveResult",
@@ -29,7 +31,9 @@ __all__ = [
     "get_family",
     "get_prior",
     "learn_basis",
+    "load",
     "pullback",
+    "save",
     "solve",
     "sparse_code",
     "sparse_code_with_info",

@@ -25,7 +25,10 @@ Basis step:
 ``J``: a code or basis step that would increase it (only possible by
 rounding) is not taken. ``method="online"`` streams shuffled mini-batches and
 keeps running statistics (gaussian) or takes projected gradient steps on
-each mini-batch (other families), for data that does not fit in memory.
+each mini-batch (other families), for data that does not fit in memory. The
+statistics average over about the last pass through the data (a stream of
+unknown length: Mairal et al.'s forgetting rule), so codes from an early,
+poorer basis are forgotten.
 """
 
 from __future__ import annotations
@@ -147,6 +150,8 @@ class BasisLearner:
         self.step_size = 1.0  # projected-gradient step, adapted by backtracking
         self.stats = None  # online gaussian: (A, C)
         self.n_batches = 0
+        self.window = None  # online: batches over which statistics are averaged
+        self.sweeps = 1  # online: passes over the atoms per mini-batch
         self.unconverged = 0  # codes that missed code_tol in the last coding pass
 
     def codes(self, x, init=None) -> torch.Tensor:
@@ -188,12 +193,16 @@ class BasisLearner:
             if self.stats is None:
                 self.stats = (a, c)
             else:
-                # Mairal et al. (2010, §3.4): past statistics fade like 1/t so
-                # that codes from an early, poor basis are forgotten.
-                t = self.n_batches
-                beta = 1.0 - 1.0 / t if t > 1 else 0.0
+                # Mairal et al. (2010, §3.4): past statistics fade, like 1/t at
+                # first and then over a window of about n batches, so that codes
+                # from an early, poorer basis are forgotten.
+                t, size = self.n_batches, n
+                theta = t * size if t < size else size**2 + t - size
+                beta = (theta + 1 - size) / (theta + 1)
+                if self.window is not None:  # data of known size: remember about one pass
+                    beta = 1.0 - 1.0 / min(t, self.window)
                 self.stats = (beta * self.stats[0] + (1 - beta) * a, beta * self.stats[1] + (1 - beta) * c)
-            self._coordinate_step(*self.stats, sweeps=1)
+            self._coordinate_step(*self.stats, sweeps=self.sweeps)
         else:
             for _ in range(3):
                 if not self._gradient_step(x, w):
@@ -319,6 +328,7 @@ def learn_basis(
     learner = BasisLearner(problem, basis, lam, p, code_tol=code_tol, solver=solver)
     if method == "batch":
         return _learn_batch(learner, target, max_iter, tol, progress)
+    learner.window = -(-x.shape[0] // batch_size)  # statistics of about the last pass
     return _learn_online(learner, target, max_iter, tol, batch_size, generator, progress)
 
 
