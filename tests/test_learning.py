@@ -46,6 +46,14 @@ def test_batch_objective_never_increases_and_atoms_stay_in_the_ball(family, prio
     assert code_objective(x, result.basis, family, prior, 0.05) == pytest.approx(history[-1], rel=1e-6)
 
 
+def test_uniform_prior_learning_is_monotone_where_codes_exist():
+    # The flat prior has finite MAP codes for real-valued data with K <= D
+    # (not for counts with zeros under softmax/poisson: see README).
+    x = planted("gaussian")
+    history = diffsc.learn_basis(x, 6, prior="uniform", max_iter=6, tol=0).objective
+    assert all(b <= a for a, b in zip(history, history[1:])) and history[-1] < history[0]
+
+
 def test_softmax_atoms_are_centred():
     # softmax ignores a constant shift of B w, so a mean in an atom only costs norm
     x = planted("softmax")

@@ -1,6 +1,7 @@
 """diffsc: differentiable sparse coding (Bradley & Bagnell, NIPS 2008)."""
 
 from .coding import ConvergenceError, ConvergenceWarning, sparse_code, sparse_code_with_info
+from .estimators import SparseCoding, SparseCodingClassifier
 from .families import FAMILIES, Family, get_family
 from .implicit import pullback
 from .learning import LearningResult, learn_basis
@@ -26,6 +27,8 @@ __all__ = [
     "Prior",
     "Problem",
     "SolveResult",
+    "SparseCoding",
+    "SparseCodingClassifier",
     "SparseCodingLayer",
     "TrainingResult",
     "get_family",
