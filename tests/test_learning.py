@@ -147,6 +147,7 @@ def test_numpy_input_is_accepted():
         ({"max_iter": 0}, ValueError, "max_iter: must be a positive integer, got 0"),
         ({"batch_size": -1}, ValueError, "batch_size: must be a positive integer, got -1"),
         ({"tol": -1.0}, ValueError, "tol: must be a number >= 0, got -1.0"),
+        ({"code_tol": 0.0}, ValueError, "code_tol: must be a number in (0, 1), got 0.0"),
         ({"strength": 0.0}, ValueError, "strength: must be > 0, got 0"),
         ({"prior_mean": -1.0}, ValueError, "prior_mean: must be > 0, got -1"),
         ({"prior": "l3"}, ValueError, "prior: unknown prior 'l3'"),
@@ -177,3 +178,10 @@ def test_bad_data_is_named(x, message):
 def test_negative_counts_are_refused_for_softmax():
     with pytest.raises(ValueError, match="non-negative counts"):
         diffsc.learn_basis(-torch.ones(3, 4, dtype=torch.float64), 2, family="softmax")
+
+
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_codes_that_miss_their_tolerance_are_reported(method):
+    with pytest.warns(diffsc.ConvergenceWarning, match=r"of 120 codes did not reach code_tol 1e-17 in the last pass"):
+        # below the rounding of float64, so the Newton solves stop at their iteration cap
+        diffsc.learn_basis(planted("gaussian"), 4, prior="kl", method=method, max_iter=1, code_tol=1e-17)

@@ -312,6 +312,8 @@ def learn_basis(
             raise ValueError(f"{name}: must be a positive integer, got {value!r}")
     if not (isinstance(tol, numbers.Real) and tol >= 0):
         raise ValueError(f"tol: must be a number >= 0, got {tol!r}")
+    if code_tol is not None and not (isinstance(code_tol, numbers.Real) and 0 < code_tol < 1):
+        raise ValueError(f"code_tol: must be a number in (0, 1), got {code_tol!r}")
     target = problem.family.prepare(x)
     generator = torch.Generator().manual_seed(seed) if seed is not None else torch.Generator()
     if seed is None:
@@ -362,10 +364,11 @@ def _learn_online(learner, x, max_iter, tol, batch_size, generator, progress) ->
     bar = tqdm(total=max_iter * batches, desc="basis learning (online)", disable=not progress, leave=False)
     for _ in range(max_iter):
         order = torch.randperm(n, generator=generator).to(x.device)
-        total = 0.0
+        total, unconverged = 0.0, 0
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
             total += learner.online_step(x[index]) * len(index)
+            unconverged += learner.unconverged
             bar.update()
         history.append(total / n)
         bar.set_postfix(objective=f"{history[-1]:.6g}")
@@ -373,6 +376,8 @@ def _learn_online(learner, x, max_iter, tol, batch_size, generator, progress) ->
             converged = True
             break
     bar.close()
+    learner.unconverged = unconverged  # over the last pass
+    _warn_unconverged(learner, n)
     return LearningResult(learner.basis, None, history, len(history), converged)
 
 
@@ -380,7 +385,7 @@ def _warn_unconverged(learner, n) -> None:
     if learner.unconverged:
         warnings.warn(
             f"{learner.unconverged} of {n} codes did not reach code_tol "
-            f"{learner.code_options['tol']:.3g} in the last coding pass",
+            f"{learner.code_options['tol']:.3g} in the last pass over the data",
             ConvergenceWarning,
             stacklevel=3,
         )
