@@ -135,9 +135,11 @@ def demo(args) -> int:
     rows.append(("KL fine-tuned", accuracy, time.perf_counter() - start, top_mass(codes),
                  f"best of {len(result.history) - 1} epochs: {result.best_epoch}"))
 
+    # time: computing the features (codes, PCA), not the classifier
     print(f"\n{'features':<16}{'test accuracy':>14}{'time':>8}{'top-10% mass':>14}  notes")
     for name, acc, seconds, sparsity, note in rows:
-        print(f"{name:<16}{acc:>14.3f}{seconds:>7.1f}s{sparsity:>14.2f}  {note}")
+        mass = "-" if np.isnan(sparsity) else f"{sparsity:.2f}"
+        print(f"{name:<16}{acc:>14.3f}{seconds:>7.1f}s{mass:>14}  {note}")
 
     figure = Path(args.figure)
     figure.parent.mkdir(parents=True, exist_ok=True)
