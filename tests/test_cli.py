@@ -23,3 +23,15 @@ def test_demo_prints_the_table_and_saves_the_atoms(capsys, tmp_path):
 def test_module_entry_point_shows_help():
     result = subprocess.run([sys.executable, "-m", "diffsc", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_reproduce_runs_an_experiment_script_in_quick_mode(tmp_path, capsys):
+    assert main(["reproduce", "figure1", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figure1.png").stat().st_size > 0
+    assert "running:" in capsys.readouterr().out
+
+
+def test_reproduce_says_where_the_scripts_are_when_missing(tmp_path, capsys):
+    assert main(["reproduce", "stability", "--experiments", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'stability.py'} not found" in err and "source checkout" in err

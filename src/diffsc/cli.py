@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from .coding import sparse_code_with_info
+from .evaluation import maxent_accuracy, top_mass
 from .learning import learn_basis
 from .module import SparseCodingLayer
 from .supervised import CodePredictor, train_predictor
@@ -22,29 +24,6 @@ def _digits(seed):
 
     x, y = load_digits(return_X_y=True)
     return train_test_split(x / 16.0, y, test_size=0.3, stratify=y, random_state=seed)
-
-
-def maxent_accuracy(train, y_train, test, y_test, l2):
-    """Accuracy of the maxent classifier on standardised features.
-
-    scikit-learn's ``LogisticRegression`` minimises ``C sum CE + 1/2 ||V||^2``;
-    with ``C = 1 / (l2 N)`` that is the head of :mod:`diffsc.supervised`,
-    ``mean CE + l2/2 ||V||^2``: every row of the table uses the same classifier.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train)
-    clf = LogisticRegression(C=1.0 / (l2 * len(train)), max_iter=5000, tol=1e-8)
-    clf.fit(scaler.transform(train), y_train)
-    return clf.score(scaler.transform(test), y_test)
-
-
-def top_mass(codes, share=0.1):
-    """Mean share of each code's l1 mass held by its largest 10% of coefficients."""
-    mags = np.sort(np.abs(codes), axis=1)[:, ::-1]
-    top = max(1, int(round(share * mags.shape[1])))
-    return float(np.mean(mags[:, :top].sum(1) / np.maximum(mags.sum(1), 1e-300)))
 
 
 def _codes(x, basis, prior, args):
@@ -148,6 +127,34 @@ def demo(args) -> int:
     return 0
 
 
+#: ``diffsc reproduce <name>`` -> the script in the repository's experiments/ folder
+EXPERIMENTS = {
+    "music-genre": "music_genre.py",
+    "text-sentiment": "text_sentiment.py",
+    "digits": "digits.py",
+    "stability": "stability.py",
+    "figure1": "figure1.py",
+}
+
+
+def reproduce(args, extra) -> int:
+    """Run one experiment script (``experiments/<name>.py``) with its own arguments.
+
+    The scripts live outside the package, in a source checkout; they write
+    their results under ``results/<name>/``.
+    """
+    folder = Path(args.experiments) if args.experiments else Path(__file__).resolve().parents[2] / "experiments"
+    script = folder / EXPERIMENTS[args.name]
+    if not script.is_file():
+        print(f"diffsc reproduce: {script} not found. The experiment scripts live in the repository's "
+              "experiments/ folder: run this from a source checkout (pip install -e .) or pass "
+              "--experiments DIR.", file=sys.stderr)
+        return 2
+    command = [sys.executable, str(script), *(["--quick"] if args.quick else []), *extra]
+    print("running:", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=folder.parent).returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="diffsc", description="Differentiable sparse coding.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,7 +170,19 @@ def main(argv=None) -> int:
     p_demo.add_argument("--l2", type=float, default=1e-3, help="weight of l2/2 ||V||^2 on the classifier (default 1e-3)")
     p_demo.add_argument("--figure", default="diffsc-demo-atoms.png", help="where to save the atoms' figure")
     p_demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    p_rep = sub.add_parser(
+        "reproduce", help="run one of the paper's experiments (a script in experiments/)",
+        description="Run an experiment script; arguments after the name go to the script "
+        "(e.g. --data-dir, --seed; see experiments/README.md).",
+    )
+    p_rep.add_argument("name", choices=sorted(EXPERIMENTS))
+    p_rep.add_argument("--quick", action="store_true", help="the script's small, fast mode")
+    p_rep.add_argument("--experiments", default=None, help="the experiments folder (default: the checkout's)")
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "reproduce":
+        return reproduce(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return demo(args)
 
 
