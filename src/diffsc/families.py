@@ -94,7 +94,7 @@ class Softmax(Family):
     Inputs may be raw word counts: :meth:`prepare` normalises each row to a
     type ``x_bar``. The loss is *not* weighted by the document length ``n``;
     the constrained-Poisson negative log-likelihood is ``n`` times this loss
-    (appendix D), so a strength ``lam`` here equals ``n * lam`` there.
+    (appendix D), so the codes of strength ``lam`` here are those of strength ``n * lam`` there.
     """
 
     name = "softmax"
