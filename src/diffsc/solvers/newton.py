@@ -9,8 +9,9 @@ Newton's (quadratic convergence); far from it, it keeps KL codes positive and
 moves a code by orders of magnitude in one step, which is exactly right for
 the separable part of the objective. ``t`` is backtracked per example from 1
 until Armijo's condition holds. The full step is also taken when it halves
-the gradient's norm: near the optimum the decrease of ``F`` drops below its
-rounding error while the gradient still measures progress exactly.
+the gradient's norm and leaves ``F`` unchanged to rounding: near the optimum
+the decrease of ``F`` drops below its rounding error while the gradient still
+measures progress exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .result import SolveResult
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
+# How much F may rise by rounding alone, relative, in units of the dtype's eps.
+_FLAT_ULPS = 512
 # A step moves a mirror coordinate by at most this much (a factor e^30 for a
 # KL code): larger steps overflow. KL codes further from their optimum jump.
 _MAX_MIRROR_STEP = 30.0
@@ -121,7 +124,10 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             if trial == 0:
                 gl_full, r_full = problem.loss_gradient(xa, basis, cand)
                 g_c = (gl_full + lam * prior.grad(cand, p)).abs().amax(-1)
-                good = good | (g_c <= 0.5 * g_norm)
+                # Only where F is flat to rounding: a bounded gradient (softmax)
+                # can halve at a code 1e13 too large, F having grown by 1e11.
+                flat = f <= f0 + _FLAT_ULPS * torch.finfo(f0.dtype).eps * f0.abs().clamp_min(1.0)
+                good = good | ((g_c <= 0.5 * g_norm) & flat)
                 full_step = good
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
