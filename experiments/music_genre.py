@@ -46,7 +46,7 @@ import common  # noqa: E402
 
 import diffsc  # noqa: E402
 from diffsc.datasets import audio_features, load_gtzan  # noqa: E402
-from diffsc.evaluation import maxent_accuracy  # noqa: E402
+from diffsc.evaluation import maxent_predictions  # noqa: E402
 
 METHODS = ["PCA", "L1 codes", "KL codes", "signed KL codes", "KL fine-tuned"]
 PAPER = {200: (32, 31, 33), 2000: (43, 43, 45), 10000: (48, 49, 50)}  # PCA, L1, KL (appendix E, Table 1)
@@ -96,15 +96,6 @@ def clip_accuracy(predicted, truth, clip):
         votes = np.unique(predicted[clip == c], return_counts=True)
         hits.append(votes[0][votes[1].argmax()] == truth[clip == c][0])
     return float(np.mean(hits))
-
-
-def maxent_predictions(train, y_train, test, l2):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train)
-    clf = LogisticRegression(C=1.0 / (l2 * len(train)), max_iter=5000, tol=1e-8)
-    return clf.fit(scaler.transform(train), y_train).predict(scaler.transform(test))
 
 
 def run_split(s, x, labels, clips, clip_genres, args):
