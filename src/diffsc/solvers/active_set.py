@@ -30,13 +30,11 @@ from __future__ import annotations
 import torch
 
 from ..hessian import support_solve
-from .result import SolveResult
+from .result import SolveResult, flat
 
 _ARMIJO = 1e-4
 _ADD_WHEN = 0.5  # add once the support's error is below this share of the worst violation
 _MAX_BACKTRACK = 30
-# How much F may rise by rounding alone, relative, in units of the dtype's eps.
-_FLAT_ULPS = 512
 
 
 def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
@@ -87,12 +85,9 @@ def active_set(problem, x, basis, lam, p, w0, tol, max_iter):
             f = problem.objective(xa, basis, lam, p, cand)
             good = f <= f0 + _ARMIJO * t * slope
             if trial == 0 and not bool(good.all()):
-                # Near the optimum F's decrease drops below its rounding
-                # error; the residual still measures progress there. Only
-                # there: away from it (softmax) the residual can fall while F
-                # rises, and the codes then cycle between two points.
-                flat = f <= f0 + _FLAT_ULPS * torch.finfo(f0.dtype).eps * f0.abs().clamp_min(1.0)
-                good = good | ((problem.residual(xa, basis, lam, p, cand) < residual[idx]) & flat)
+                # Near the optimum the residual still measures progress.
+                lower = problem.residual(xa, basis, lam, p, cand) < residual[idx]
+                good = good | (lower & flat(f, f0))
             good = good & ok & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
             accepted = accepted | good

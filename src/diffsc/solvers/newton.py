@@ -19,12 +19,10 @@ from __future__ import annotations
 import torch
 
 from ..hessian import hessian_solve
-from .result import SolveResult
+from .result import SolveResult, flat
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
-# How much F may rise by rounding alone, relative, in units of the dtype's eps.
-_FLAT_ULPS = 512
 # A step moves a mirror coordinate by at most this much (a factor e^30 for a
 # KL code): larger steps overflow. KL codes further from their optimum jump.
 _MAX_MIRROR_STEP = 30.0
@@ -124,10 +122,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             if trial == 0:
                 gl_full, r_full = problem.loss_gradient(xa, basis, cand)
                 g_c = (gl_full + lam * prior.grad(cand, p)).abs().amax(-1)
-                # Only where F is flat to rounding: a bounded gradient (softmax)
-                # can halve at a code 1e13 too large, F having grown by 1e11.
-                flat = f <= f0 + _FLAT_ULPS * torch.finfo(f0.dtype).eps * f0.abs().clamp_min(1.0)
-                good = good | ((g_c <= 0.5 * g_norm) & flat)
+                good = good | ((g_c <= 0.5 * g_norm) & flat(f, f0))
                 full_step = good
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)

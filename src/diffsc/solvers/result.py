@@ -41,3 +41,19 @@ def default_tol(dtype: torch.dtype) -> float:
     ``eps * cond(H)`` for the Hessians met in practice).
     """
     return 1e-10 if dtype == torch.float64 else 1e-4
+
+
+#: How much ``F`` may rise by rounding alone, relative, in units of the dtype's eps.
+FLAT_ULPS = 512
+
+
+def flat(f: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
+    """Where ``F`` went from ``f0`` to ``f`` without rising beyond rounding.
+
+    Near the optimum ``F``'s decrease drops below its rounding error, so a
+    solver may accept a step for another sign of progress (a smaller
+    gradient or residual), but only there: far from it (softmax, whose
+    gradient is bounded) those can fall while ``F`` rises by orders of
+    magnitude.
+    """
+    return f <= f0 + FLAT_ULPS * torch.finfo(f0.dtype).eps * f0.abs().clamp_min(1.0)
