@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -71,3 +73,16 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def subplots(*grid, figsize=(6, 4)):
+    """A figure and its axes, without pyplot's global state (scripts may run in tests)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(*grid)
+    return fig, axes
+
+
+def save_figure(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -81,12 +81,7 @@ def fine_tuned_error(basis, x, y, x_test, y_test, args):
 
 
 def plot(path, rows, sizes):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = common.subplots()
     for method in METHODS:
         errors = [100 * r["test_error"] for r in rows if r["method"] == method]
         ax.plot(sizes, errors, marker="o", label=method)
@@ -95,9 +90,7 @@ def plot(path, rows, sizes):
     ax.set_ylabel("test error (%)")
     ax.set_title("MNIST, maxent on each feature set")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv=None):

@@ -168,12 +168,7 @@ def mean_std_of(rows, n, method, key):
 
 
 def plot(path, rows, sizes):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    fig, axes = common.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in zip(axes, ("snippet_accuracy", "clip_accuracy"), ("per snippet", "per clip (majority vote)")):
         for method in METHODS:
             values = [[100 * r[key] for r in rows if r["size"] == n and r["method"] == method] for n in sizes]
@@ -184,9 +179,7 @@ def plot(path, rows, sizes):
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"7-way genre accuracy, {title}")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv=None):

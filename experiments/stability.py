@@ -62,12 +62,7 @@ def code(x, basis, prior, lam, args):
 
 
 def plot(path, rows, epsilon):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = common.subplots()
     for prior, label in PRIORS.items():
         points = [(r["top10_mass"], r["sensitivity"], r["strength"]) for r in rows
                   if r["prior"] == prior and r["epsilon"] == epsilon]
@@ -80,9 +75,7 @@ def plot(path, rows, epsilon):
     ax.set_yscale("log")
     ax.set_title("Sparsity against stability on one learned basis (digits)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def compare_at_equal_sparsity(rows, epsilon) -> str:

@@ -173,32 +173,15 @@ def word_counts(train_texts, test_texts, size):
     return train[:, keep].toarray().astype(np.float64), test[:, keep].toarray().astype(np.float64), words
 
 
-def codes(x, basis, prior, lam, p, notes=None):
-    """MAP codes of the documents ``x``; a document with no counts gets the prior's own code.
-
-    L1 codes that the default active-set solver leaves unconverged are solved
-    again by FISTA (its count goes to ``notes``). A safeguard: before the
-    active set's fix it cycled on 2-6 documents per fold; none since.
-    """
+def codes(x, basis, prior, lam, p):
+    """MAP codes of the documents ``x``; a document with no counts gets the prior's own code."""
     n = x.shape[0]
     nonempty = x.sum(1) > 0
     out = torch.full((n, basis.shape[1]), p if prior == "kl" else 0.0, dtype=basis.dtype)
-    if not bool(nonempty.any()):
-        return out
-    options = {"family": "softmax", "prior": prior, "strength": lam, "prior_mean": p, "tol": CODE_TOL}
-    if prior != "l1":
-        out[nonempty] = diffsc.sparse_code(x[nonempty], basis, **options)
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", diffsc.ConvergenceWarning)  # handled just below
-        w, info = diffsc.sparse_code_with_info(x[nonempty], basis, **options)
-    again = ~info.converged
-    if bool(again.any()):
-        w[again] = diffsc.sparse_code(x[nonempty][again], basis, solver="fista", **options)
-        if notes is not None:
-            notes.append(f"{int(again.sum())} of {len(w)} L1 codes missed the tolerance with the "
-                         "active-set solver and were solved again by FISTA")
-    out[nonempty] = w
+    if bool(nonempty.any()):
+        out[nonempty] = diffsc.sparse_code(
+            x[nonempty], basis, family="softmax", prior=prior, strength=lam, prior_mean=p, tol=CODE_TOL
+        )
     return out
 
 
@@ -257,8 +240,8 @@ def run_fold(data, fold, s, seed, tune, notes):
     kl_sparsity = top_mass(w_test.numpy())
 
     clock = Stopwatch()
-    v = codes(counts, basis, "l1", s["l1_strength"], s["prior_mean"], notes)
-    v_test = codes(counts_test, basis, "l1", s["l1_strength"], s["prior_mean"], notes)
+    v = codes(counts, basis, "l1", s["l1_strength"], s["prior_mean"])
+    v_test = codes(counts_test, basis, "l1", s["l1_strength"], s["prior_mean"])
     score("L1 codes", clock, v.numpy(), v_test.numpy())
     l1_nonzero = float((v_test != 0).double().mean())
 
