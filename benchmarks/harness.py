@@ -1,0 +1,144 @@
+"""What every benchmark shares: timing, peak memory, versions, and the table.
+
+A benchmark produces rows (dicts). :func:`measure` runs a callable, returning
+its median wall time over ``repeats`` runs and the peak memory it used above
+what was in use when it started (CPU: resident set size sampled every
+millisecond by a thread; CUDA: ``torch.cuda.max_memory_allocated``).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak memory above the starting point while the block runs, in bytes.
+
+    On Linux CPUs the resident set size is sampled every millisecond (a spike
+    shorter than that can be missed); on CUDA the allocator's own peak is read.
+    Elsewhere ``peak`` stays None.
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.peak = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        elif os.path.exists("/proc/self/statm"):
+            self._start = _rss_bytes()
+            self._max = self._start
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self._max = max(self._max, _rss_bytes())
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._max, _rss_bytes()) - self._start
+        return False
+
+
+def measure(fn, repeats: int = 3, device: str = "cpu"):
+    """``(median seconds, peak bytes of the first run, fn's last result)``."""
+    times, peak, out = [], None, None
+    for i in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            out = fn()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        if i == 0:
+            peak = memory.peak
+    return statistics.median(times), peak, out
+
+
+def versions() -> dict:
+    """Versions of diffsc and of every peer that is installed."""
+    found = {}
+    for package in ("diffsc", "torch", "numpy", "scipy", "scikit-learn", "spams-bin", "numba"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def machine_line(device: str = "cpu") -> str:
+    """The machine, threads and versions, one line for every table's header."""
+    if torch.device(device).type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
+    listed = ", ".join(f"{k} {v}" for k, v in versions().items())
+    return f"{where}; {listed}"
+
+
+def megabytes(peak) -> str:
+    return "-" if peak is None else f"{peak / 2**20:.0f}"
+
+
+def write_rows(out: Path, name: str, rows: list[dict], header: str) -> None:
+    """``<name>.csv``, ``<name>.json`` (rows with the header) and a Markdown table."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / f"{name}.json").write_text(json.dumps({"machine": header, "rows": rows}, indent=1))
+    (out / f"{name}.md").write_text(f"{header}\n\n{markdown(rows)}")
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: list[dict]) -> str:
+    """The rows as aligned plain text, for the terminal."""
+    keys = list(rows[0])
+    cells = [[_cell(row[k]) for k in keys] for row in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return f"{value:.2e}"
+    return str(value)
