@@ -110,7 +110,7 @@ def test_diagnostics():
 
 def test_non_convergence_warns_and_strict_raises():
     x, basis = problem_data("gaussian", n=6, d=10, k=8)
-    with pytest.warns(diffsc.ConvergenceWarning, match=r"[1-6] of 6 codes did not converge \(solver 'active_set'"):
+    with pytest.warns(diffsc.ConvergenceWarning, match=r"[1-6] of 6 codes did not converge \(solver 'gram'"):
         _, info = diffsc.sparse_code_with_info(x, basis, prior="l1", max_iter=1, tol=1e-14)
     assert not info.all_converged
     with pytest.raises(diffsc.ConvergenceError, match=r"raise max_iter, loosen tol"):

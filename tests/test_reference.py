@@ -10,7 +10,7 @@ import diffsc
 from helpers import problem_data
 
 
-@pytest.mark.parametrize("solver", ["active_set", "fista"])
+@pytest.mark.parametrize("solver", ["gram", "active_set", "fista"])
 @pytest.mark.parametrize("prior", ["l1", "nonneg_l1"])
 @pytest.mark.parametrize("seed", range(3))
 def test_l1_equals_sklearn_lasso(prior, seed, solver):

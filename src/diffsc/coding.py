@@ -72,7 +72,7 @@ def sparse_code_with_info(
             iterations,
             residual,
             converged,
-            solver or default_solver(problem),
+            solver or default_solver(problem, target),
             default_tol(x.dtype) if tol is None else tol,
         )
     else:
@@ -142,8 +142,9 @@ def sparse_code(
         Iteration cap (solver-dependent default).
     init : (N, K) tensor, optional
         Warm start, moved into the prior's domain (e.g. KL codes > 0).
-    solver : {"newton", "fista", "eg"}, optional
-        Default: ``"newton"`` for smooth priors, ``"fista"`` for L1.
+    solver : {"newton", "gram", "active_set", "fista", "eg"}, optional
+        Default: ``"newton"`` for smooth priors; for L1 ``"gram"`` (compiled,
+        gaussian family on the CPU) or else ``"active_set"``.
     backward : {"implicit", "unrolled"}
         ``"implicit"`` solves one ``K x K`` system per example in backward;
         ``"unrolled"`` records every solver iteration for autograd (a

@@ -13,6 +13,7 @@ import torch
 from .active_set import active_set
 from .eg import exponentiated_gradient
 from .fista import fista
+from .gram import gram_active_set
 from .newton import newton
 from .result import SolveResult, default_tol
 
@@ -20,23 +21,37 @@ from .result import SolveResult, default_tol
 SOLVERS = {
     "newton": (newton, lambda problem: problem.smooth, 100),
     "active_set": (active_set, lambda problem: problem.l1, 2000),
+    "gram": (gram_active_set, lambda problem: problem.l1, 2000),
     "fista": (fista, lambda problem: problem.l1, 20000),
     "eg": (exponentiated_gradient, lambda problem: problem.prior.name == "kl", 20000),
 }
 
 
-def default_solver(problem) -> str:
-    return "active_set" if problem.l1 else "newton"
+def default_solver(problem, x=None, differentiable=False) -> str:
+    """Newton for smooth priors; for L1 the compiled Gram solver where it
+    applies (gaussian, CPU, no autograd through the iterations), else the
+    torch active set."""
+    if not problem.l1:
+        return "newton"
+    cpu = x is None or x.device.type == "cpu"
+    if problem.family.name == "gaussian" and cpu and not differentiable:
+        return "gram"
+    return "active_set"
 
 
 def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
     """Solve the MAP problem for a prepared batch (see :func:`diffsc.sparse_code`)."""
-    name = solver or default_solver(problem)
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (x, basis, lam, p))
+    name = solver or default_solver(problem, x, differentiable)
     if name not in SOLVERS:
         raise ValueError(f"solver: unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
     function, handles, default_iter = SOLVERS[name]
     if not handles(problem):
         raise ValueError(f"solver: {name!r} cannot solve the {problem.prior.name!r} prior")
+    if name == "gram" and problem.family.name != "gaussian":
+        raise ValueError(f"solver: 'gram' solves the gaussian family only, not {problem.family.name!r}")
+    if name == "gram" and differentiable:
+        raise ValueError("solver: 'gram' is compiled code that autograd cannot unroll; use 'active_set' or 'fista'")
     tol = default_tol(x.dtype) if tol is None else tol
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])
@@ -48,7 +63,10 @@ def _finite_start(problem, x, basis, lam, p, w0):
     """Shrink a start whose objective overflows (e.g. exp(B w) with KL's ``w = p``).
 
     Codes are scaled towards 0 by 10 at a time where ``F(w0)`` is not finite.
+    The gaussian objective is finite wherever its (checked) inputs are.
     """
+    if problem.family.name == "gaussian":
+        return w0
     for _ in range(40):
         bad = ~torch.isfinite(problem.objective(x, basis, lam, p, w0))
         if not bool(bad.any()):

@@ -1,0 +1,277 @@
+"""Gaussian L1 codes from the Gram matrix, compiled: the CPU default for that pair.
+
+For the gaussian family the L1 problem sees ``x`` only through ``c = B^T x``:
+
+    F(w) = 1/2 w^T G w - c^T w + 1/2 ||x||^2 + sum_i lam_i |w_i|,     G = B^T B,
+
+so after one matrix product for the whole batch (``X B``) each code is a
+``K``-dimensional problem with the shared ``K x K`` matrix ``G``. Each code
+is found by the active-set method of the torch solver
+(:mod:`.active_set`), specialised and compiled with numba, one example at a
+time, examples spread over the CPU threads:
+
+* on the support ``S`` with signs ``s``, the sign-fixed problem's minimiser is
+  ``z = G_SS^{-1} (c_S - lam_S s_S)``; move from ``w_S`` towards it and stop
+  where a coefficient reaches zero (it leaves ``S``): each move lowers ``F``,
+  because ``F`` is that convex quadratic along the whole segment;
+* once ``w_S = z``, the coefficient with the largest violation
+  ``|g_j| - lam_j`` (``g = G w - c``) enters ``S`` with the sign ``-sign(g_j)``;
+  ``G_SS``'s Cholesky factor grows by one row (``O(|S|^2)``) and the
+  gradient is updated by the atoms that moved (``O(K |S|)``).
+
+The work per code is about ``K |S|^2`` instead of a pass over ``D`` per
+iteration, and nothing is spent on examples that are already done, which is
+what batched tensor code cannot avoid. Codes that the compiled loop cannot
+finish (a singular support, e.g. more than ``D`` atoms, or the iteration cap)
+are handed to the torch active-set solver, warm-started where it stopped.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from .active_set import active_set
+from .result import SolveResult
+
+_BLOCK = 32  # examples per parallel task: enough to amortise its scratch arrays
+_MAX_ENTER = 16  # coefficients that may enter the support at once
+_ENTER_SHARE = 0.5  # ... each violating optimality at least this share of the worst
+
+
+def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
+    if x.device.type != "cpu":
+        raise ValueError("solver: 'gram' runs on the CPU; use 'active_set' for CUDA tensors")
+    n, k = w0.shape
+    with torch.no_grad():
+        c = (x @ basis).contiguous()
+        gram = (basis.T @ basis).contiguous()
+        lam_k = lam.expand(k).contiguous()
+        w = w0.detach().contiguous().clone()
+    iterations = np.zeros(n, dtype=np.int64)
+    residual = np.zeros(n, dtype=w.numpy().dtype)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _solve_all(
+        gram.numpy(), c.numpy(), lam_k.numpy(), w.numpy(), bool(problem.prior.nonnegative),
+        float(tol), int(max_iter), iterations, residual,
+    )
+    iterations = torch.from_numpy(iterations)
+    residual = torch.from_numpy(residual)
+    # Codes the compiled loop gave up on before max_iter (rare: a singular
+    # support, a sign lost to rounding) are finished by the general solver.
+    left = (residual > tol) & (iterations < max_iter)
+    if bool(left.any()):
+        idx = left.nonzero().squeeze(1)
+        budget = max_iter - int(iterations[idx].max())
+        if budget > 0:
+            rest = active_set(problem, x[idx], basis, lam, p, w[idx], tol, budget)
+            w[idx] = rest.codes
+            iterations[idx] += rest.iterations
+            residual[idx] = rest.residual
+    return SolveResult(w, iterations, residual, residual <= tol, "gram", tol)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual):
+    n, k = c.shape
+    blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(blocks):
+        chol = np.zeros((k, k), dtype=c.dtype)
+        g = np.empty(k, dtype=c.dtype)
+        scratch = np.empty((5, k), dtype=c.dtype)
+        support = np.empty(k, dtype=np.int64)
+        cand = np.empty(k, dtype=np.int64)
+        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            iterations[i], residual[i] = _solve_one(
+                gram, c[i], lam, w[i], nonneg, tol, max_iter, chol, g, scratch, support, cand
+            )
+
+
+@numba.njit(cache=True, fastmath=True)
+def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support, cand):
+    """One code, in place in ``w``; returns (iterations, relative residual)."""
+    k = c.shape[0]
+    target, z, tmp, violation, signs = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
+    eps = np.finfo(c.dtype).eps
+    c_max = np.max(np.abs(c))
+    # The support of the warm start; entries whose atom is (numerically) in
+    # the span of the others' are dropped.
+    s = 0
+    for j in range(k):
+        if w[j] != 0.0:
+            if _extend(gram, chol, support, s, j, tmp, eps):
+                support[s] = j
+                signs[s] = np.sign(w[j])
+                s += 1
+            else:
+                w[j] = 0.0
+    _gradient(gram, c, w, support, s, g)
+    it = 0
+    resolve = s > 0
+    while True:
+        if resolve:
+            # z = G_SS^{-1} (c_S - lam_S s_S); a code it leaves short of
+            # tol in float32 (an ill-conditioned support) goes to the
+            # general solver below.
+            for a in range(s):
+                target[a] = c[support[a]] - lam[support[a]] * signs[a]
+            _chol_solve(chol, s, target, z, tmp)
+            # Entering coefficients (still 0) whose target has the wrong sign
+            # leave again at no cost, if others entered with them.
+            entering, wrong, first = 0, 0, s
+            for a in range(s):
+                if w[support[a]] == 0.0:
+                    entering += 1
+                    if signs[a] * z[a] <= 0.0:
+                        wrong += 1
+                        first = min(first, a)
+            if wrong > 0 and entering > wrong:
+                kept = first
+                for a in range(first, s):
+                    if not (w[support[a]] == 0.0 and signs[a] * z[a] <= 0.0):
+                        support[kept] = support[a]
+                        signs[kept] = signs[a]
+                        kept += 1
+                s = kept
+                _refactor(gram, chol, support, s, first, tmp, eps)
+                continue
+            # Ratio test: stop where a coefficient would change sign.
+            t = 1.0
+            leave = -1
+            for a in range(s):
+                if signs[a] * z[a] <= 0.0:
+                    wa = w[support[a]]
+                    ratio = wa / (wa - z[a]) if wa != z[a] else 0.0
+                    if ratio < t:
+                        t, leave = ratio, a
+            if t <= 0.0:
+                # Only the entering coefficient can stop the step at once: its
+                # sign was wrong to rounding. Left to the general solver.
+                return it, _scan(g, c_max, lam, w, nonneg, cand, violation)[0]
+            for a in range(s):
+                j = support[a]
+                step = -w[j] if a == leave else t * (z[a] - w[j])
+                if step != 0.0:
+                    w[j] += step
+                    row = gram[j]
+                    for m in range(k):
+                        g[m] += step * row[m]
+            it += 1
+            if leave >= 0:
+                for a in range(leave, s - 1):
+                    support[a] = support[a + 1]
+                    signs[a] = signs[a + 1]
+                s -= 1
+                _refactor(gram, chol, support, s, leave, tmp, eps)
+                if it < max_iter:
+                    continue  # re-solve on the smaller support
+            resolve = False
+        # Optimality: on the support g + lam s = 0; off it |g| <= lam (nonneg:
+        # -g <= lam). The same pass lists the violators, candidates to enter.
+        res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
+        if res <= tol:
+            _gradient(gram, c, w, support, s, g)  # exact, not accumulated, before stopping
+            res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
+            if res <= tol:
+                return it, res
+        if it >= max_iter or n_cand == 0:
+            return it, res  # n_cand == 0: optimal to rounding, yet res > tol
+        # The worst violator enters, and others nearly as bad with it (fewer,
+        # larger steps), each with the sign that lowers F.
+        added = 0
+        for pick in range(2):
+            for a in range(n_cand):
+                j = cand[a]
+                first = violation[a] == worst
+                if added < _MAX_ENTER and s < k and (first if pick == 0 else (violation[a] >= _ENTER_SHARE * worst and not first)):
+                    if _extend(gram, chol, support, s, j, tmp, eps):
+                        support[s] = j
+                        signs[s] = -np.sign(g[j])
+                        s += 1
+                        added += 1
+        if added == 0:
+            # A singular support (more atoms than D, twin atoms): left to the
+            # general solver.
+            return it, res
+        resolve = True
+
+
+@numba.njit(cache=True, fastmath=True)
+def _scan(g, c_max, lam, w, nonneg, cand, violation):
+    """``Problem.residual`` for the gaussian family from ``g = B^T (Bw - x)``,
+    and the zero coefficients that violate optimality (their count, the worst)."""
+    on_support, g_max, lam_max, worst = 0.0, 0.0, 0.0, 0.0
+    n_cand = 0
+    for j in range(g.shape[0]):
+        gj = g[j]
+        g_max = max(g_max, abs(gj))
+        if w[j] != 0.0:
+            on_support = max(on_support, abs(gj + lam[j] * np.sign(w[j])))
+            lam_max = max(lam_max, lam[j])
+        else:
+            v = -gj - lam[j] if nonneg else abs(gj) - lam[j]
+            if v > 0.0:
+                cand[n_cand] = j
+                violation[n_cand] = v
+                n_cand += 1
+                worst = max(worst, v)
+    scale = max(g_max, lam_max, c_max)
+    res = max(on_support, worst)
+    return (res / scale if scale > 0 else res), n_cand, worst
+
+
+@numba.njit(cache=True, fastmath=True)
+def _gradient(gram, c, w, support, s, g):
+    """``g = G w - c`` from the support."""
+    for m in range(c.shape[0]):
+        g[m] = -c[m]
+    for a in range(s):
+        j = support[a]
+        row = gram[j]
+        for m in range(c.shape[0]):
+            g[m] += w[j] * row[m]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _extend(gram, chol, support, s, j, y, eps):
+    """Add atom ``j`` as row ``s`` of the Cholesky factor of ``G_SS``; False if singular."""
+    row = gram[j]  # G is symmetric: read along row j
+    for a in range(s):
+        acc = row[support[a]]
+        for b in range(a):
+            acc -= chol[a, b] * y[b]
+        y[a] = acc / chol[a, a]
+    d = gram[j, j]
+    for a in range(s):
+        d -= y[a] * y[a]
+    # A pivot this small means the atom is in the span of the support's
+    # (to rounding): its coefficient would be undetermined.
+    if not d > 1e3 * eps * gram[j, j]:
+        return False
+    for a in range(s):
+        chol[s, a] = y[a]
+    chol[s, s] = np.sqrt(d)
+    return True
+
+
+@numba.njit(cache=True, fastmath=True)
+def _refactor(gram, chol, support, s, start, y, eps):
+    """Refactor ``G_SS`` from row ``start`` on, after coefficients left there."""
+    for a in range(start, s):
+        _extend(gram, chol, support, a, support[a], y, eps)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _chol_solve(chol, s, rhs, out, y):
+    """``out = (L L^T)^{-1} rhs`` on the leading ``s x s`` block."""
+    for a in range(s):
+        acc = rhs[a]
+        for b in range(a):
+            acc -= chol[a, b] * y[b]
+        y[a] = acc / chol[a, a]
+    # Back substitution by columns: row a of L is contiguous.
+    for a in range(s - 1, -1, -1):
+        out[a] = y[a] / chol[a, a]
+        for b in range(a):
+            y[b] -= chol[a, b] * out[a]

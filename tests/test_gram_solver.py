@@ -1,0 +1,115 @@
+"""The compiled Gram solver (the CPU default for gaussian L1) against the torch solvers."""
+
+import pytest
+import torch
+
+import diffsc
+from diffsc.solvers import default_solver
+from helpers import L1_PRIORS, problem_data, random_basis
+
+
+def _planted(n, d, k, seed, dtype=torch.float64):
+    """Sparse combinations of 5% of unit-norm atoms plus 20 dB noise (the benchmarks' problem)."""
+    g = torch.Generator().manual_seed(seed)
+    basis = random_basis(d, k, g, dtype)
+    codes = torch.randn(n, k, generator=g, dtype=dtype) * (torch.rand(n, k, generator=g, dtype=dtype) < 0.05)
+    clean = codes @ basis.T
+    noise = torch.randn(n, d, generator=g, dtype=dtype)
+    return clean + noise * 0.1 * clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True), basis
+
+
+def _residual(prior, x, basis, lam, w):
+    problem = diffsc.Problem.of("gaussian", prior)
+    lam = torch.as_tensor(lam, dtype=x.dtype)
+    return problem.residual(x, basis, lam, torch.tensor(1.0, dtype=x.dtype), w)
+
+
+def test_default_for_gaussian_l1_on_cpu_only():
+    gaussian_l1 = diffsc.Problem.of("gaussian", "l1")
+    assert default_solver(gaussian_l1) == "gram"
+    assert default_solver(gaussian_l1, differentiable=True) == "active_set"  # unrolled autograd
+    assert default_solver(diffsc.Problem.of("softmax", "l1")) == "active_set"
+    assert default_solver(diffsc.Problem.of("gaussian", "kl")) == "newton"
+
+
+@pytest.mark.parametrize("prior", L1_PRIORS)
+@pytest.mark.parametrize("shape", [(16, 40), (64, 256), (100, 50)])
+def test_same_codes_as_the_torch_active_set(prior, shape):
+    d, k = shape
+    x, basis = _planted(60, d, k, seed=d + k)
+    lam = torch.linspace(0.05, 0.3, k, dtype=torch.float64)  # one strength per atom
+    ours, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam, tol=1e-12)
+    reference = diffsc.sparse_code(x, basis, prior=prior, strength=lam, tol=1e-12, solver="active_set")
+    assert info.solver == "gram" and info.all_converged
+    torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-10)
+    assert 0 < float((ours != 0).double().mean()) < 0.9, "the test should exercise sparsity"
+    # The kernel's residual, from G = B^T B and c = B^T x, is Problem.residual's.
+    torch.testing.assert_close(info.residual, _residual(prior, x, basis, lam, ours), rtol=0, atol=1e-13)
+
+
+def test_float32_reaches_its_default_tolerance():
+    x, basis = _planted(500, 64, 256, seed=1)
+    codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), prior="l1", strength=0.2)
+    exact = diffsc.sparse_code(x, basis, prior="l1", strength=0.2, tol=1e-12)
+    assert codes.dtype == torch.float32 and info.all_converged and info.tol == 1e-4
+    problem = diffsc.Problem.of("gaussian", "l1")
+    lam, one = torch.tensor(0.2, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    gap = problem.objective(x, basis, lam, one, codes.double()).sum() / problem.objective(x, basis, lam, one, exact).sum() - 1
+    assert 0 <= float(gap) < 1e-6
+
+
+@pytest.mark.parametrize("prior", L1_PRIORS)
+def test_warm_starts_of_any_sign_and_support(prior):
+    x, basis = _planted(40, 20, 60, seed=3)
+    exact = diffsc.sparse_code(x, basis, prior=prior, strength=0.1, tol=1e-12, solver="active_set")
+    g = torch.Generator().manual_seed(0)
+    for init in (exact, torch.randn(exact.shape, generator=g, dtype=torch.float64), -exact):
+        codes, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=0.1, tol=1e-12, init=init)
+        assert info.all_converged
+        torch.testing.assert_close(codes, exact, rtol=1e-8, atol=1e-10)
+    _, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=0.1, tol=1e-12, init=exact)
+    assert int(info.iterations.max()) <= 1  # already optimal: nothing to do
+
+
+def test_singular_supports_are_finished_by_the_general_solver():
+    """Twin atoms and supports of more atoms than dimensions: the Cholesky
+    factor cannot grow, so those codes go to the torch active set."""
+    x, basis = problem_data("gaussian", n=8, d=4, k=12, seed=2)
+    basis = torch.cat([basis, basis[:, :3]], dim=1)  # three twin atoms
+    codes, info = diffsc.sparse_code_with_info(x, basis, prior="l1", strength=0.01, tol=1e-10)
+    reference = diffsc.sparse_code(x, basis, prior="l1", strength=0.01, tol=1e-10, solver="active_set")
+    assert info.all_converged
+    lam, one = torch.tensor(0.01, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    problem = diffsc.Problem.of("gaussian", "l1")
+    torch.testing.assert_close(problem.objective(x, basis, lam, one, codes),
+                               problem.objective(x, basis, lam, one, reference), rtol=1e-10, atol=0)
+
+
+def test_iteration_cap_is_reported():
+    x, basis = _planted(20, 64, 256, seed=4)
+    with pytest.warns(diffsc.ConvergenceWarning, match="solver 'gram'"):
+        _, info = diffsc.sparse_code_with_info(x, basis, prior="l1", strength=0.1, max_iter=2)
+    assert not info.all_converged and int(info.iterations.max()) <= 2
+
+
+def test_unrolled_backward_uses_torch_and_gram_refuses_it():
+    x, basis = problem_data("gaussian", n=3, d=8, k=6)
+    basis.requires_grad_(True)
+    codes, info = diffsc.sparse_code_with_info(x, basis, prior="l1", strength=0.1, backward="unrolled")
+    assert info.solver == "active_set" and codes.requires_grad
+    with pytest.raises(ValueError, match="'gram' is compiled code that autograd cannot unroll"):
+        diffsc.sparse_code(x, basis, prior="l1", strength=0.1, backward="unrolled", solver="gram")
+    with pytest.raises(ValueError, match="'gram' solves the gaussian family only"):
+        diffsc.sparse_code(x.abs().round() + 1, basis.detach(), family="softmax", prior="l1", solver="gram")
+
+
+def test_implicit_gradient_through_gram_codes():
+    """The backward pass does not care which solver found the codes."""
+    x, basis = _planted(30, 16, 40, seed=5)
+    basis.requires_grad_(True)
+    weights = torch.randn(30, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = []
+    for solver in ("gram", "active_set"):
+        codes = diffsc.sparse_code(x, basis, prior="l1", strength=0.1, tol=1e-12, solver=solver)
+        grads.append(torch.autograd.grad((codes * weights).sum(), basis)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-9)
