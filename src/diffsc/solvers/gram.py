@@ -36,7 +36,7 @@ from .active_set import active_set
 from .result import SolveResult
 
 _BLOCK = 32  # examples per parallel task: enough to amortise its scratch arrays
-_MAX_ENTER = 16  # coefficients that may enter the support at once
+_MAX_ENTER = 32  # coefficients that may enter the support at once
 _ENTER_SHARE = 0.5  # ... each violating optimality at least this share of the worst
 
 
@@ -163,7 +163,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                     support[a] = support[a + 1]
                     signs[a] = signs[a + 1]
                 s -= 1
-                _refactor(gram, chol, support, s, leave, tmp, eps)
+                _remove_row(chol, s + 1, leave)
                 if it < max_iter:
                     continue  # re-solve on the smaller support
             resolve = False
@@ -260,6 +260,27 @@ def _refactor(gram, chol, support, s, start, y, eps):
     """Refactor ``G_SS`` from row ``start`` on, after coefficients left there."""
     for a in range(start, s):
         _extend(gram, chol, support, a, support[a], y, eps)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _remove_row(chol, s, q):
+    """The Cholesky factor of ``G_SS`` without its ``q``-th atom, in ``O(s^2)``.
+
+    Deleting row ``q`` of ``L`` leaves rows below it with one entry above the
+    diagonal; Givens rotations of columns ``(j, j+1)``, ``j = q..s-2``, zero
+    those entries (``L Q Q^T L^T`` is unchanged), then the rows move up.
+    """
+    for j in range(q, s - 1):
+        a, b = chol[j + 1, j], chol[j + 1, j + 1]
+        r = np.sqrt(a * a + b * b)
+        cos, sin = a / r, b / r
+        for i in range(j + 1, s):
+            x, y = chol[i, j], chol[i, j + 1]
+            chol[i, j] = cos * x + sin * y
+            chol[i, j + 1] = cos * y - sin * x
+    for i in range(q, s - 1):
+        for j in range(i + 1):
+            chol[i, j] = chol[i + 1, j]
 
 
 @numba.njit(cache=True, fastmath=True)
