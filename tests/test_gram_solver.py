@@ -113,3 +113,22 @@ def test_implicit_gradient_through_gram_codes():
         codes = diffsc.sparse_code(x, basis, prior="l1", strength=0.1, tol=1e-12, solver=solver)
         grads.append(torch.autograd.grad((codes * weights).sum(), basis)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-7, atol=1e-9)
+
+
+def test_compiled_support_solve_equals_torch():
+    """The backward's compiled (B_S^T B_S)^{-1} g equals the torch one, and
+    reports the same singular rows (more atoms in S than dimensions)."""
+    from diffsc.hessian import support_solve
+    from diffsc.solvers.gram import gram_support_solve
+
+    g = torch.Generator().manual_seed(6)
+    basis = random_basis(10, 30, g)
+    support = torch.rand(50, 30, generator=g) < 0.2
+    support[:3] = torch.rand(3, 30, generator=g) < 0.6  # likely more than 10 atoms: singular
+    rhs = torch.randn(50, 30, generator=g, dtype=torch.float64)
+    ours, ok = gram_support_solve(basis, support, rhs)
+    family = diffsc.Problem.of("gaussian", "l1").family
+    reference, ok_ref = support_solve(family, basis, torch.zeros(50, 10, dtype=torch.float64), support, rhs)
+    assert bool((ok == ok_ref).all()) and not bool(ok[:3].any()) and bool(ok[3:].all())
+    torch.testing.assert_close(ours[ok], reference[ok], rtol=1e-9, atol=1e-10)
+    assert bool((ours[~support] == 0).all())

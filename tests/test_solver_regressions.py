@@ -66,3 +66,18 @@ def test_active_set_does_not_cycle_on_review_codes():
                                max_iter=3, seed=0).basis
     _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, tol=1e-8)
     assert info.solver == "active_set" and info.all_converged
+
+
+def test_unrolled_fista_gradient_has_no_nan_from_failed_factorizations():
+    """Early FISTA iterates can have supports larger than D: their Newton
+    polish fails to factor, and that failure's NaN once reached autograd."""
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(16, 32, generator=g, dtype=torch.float64)
+    basis = (basis / basis.norm(dim=0)).requires_grad_(True)
+    x = torch.randn(300, 16, generator=g, dtype=torch.float64)
+    with pytest.warns(diffsc.ConvergenceWarning):
+        codes = diffsc.sparse_code(x, basis, prior="l1", strength=0.09, solver="fista", max_iter=10,
+                                   tol=1e-14, backward="unrolled")
+    weights = torch.randn(300, 32, generator=g, dtype=torch.float64)
+    grad, = torch.autograd.grad((codes * weights).sum(), basis)
+    assert bool(torch.isfinite(grad).all())

@@ -31,6 +31,14 @@ def _chunks(n: int, per_row: int):
         yield slice(start, min(start + size, n))
 
 
+def _factor_or_identity(a, ok):
+    """Cholesky factors with the rows that failed (``~ok``) replaced by the
+    identity's, factored anew: a failed factorization's NaN would otherwise
+    reach autograd (unrolled solvers) even where its rows are masked out."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    return torch.linalg.cholesky_ex(torch.where(ok[:, None, None], a, eye))[0]
+
+
 def solve_spd(a, b, fast=False):
     """Solve ``a z = b`` for a batch of symmetric positive definite ``a``.
 
@@ -45,12 +53,14 @@ def solve_spd(a, b, fast=False):
         z, info = torch.linalg.solve_ex(a, b.unsqueeze(-1))
         z = z.squeeze(-1)
         ok = (info == 0) & torch.isfinite(z).all(-1)
+        if not bool(ok.all()):  # again without the failed rows, whose NaN autograd would spread
+            eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+            z = torch.linalg.solve_ex(torch.where(ok[:, None, None], a, eye), b.unsqueeze(-1))[0].squeeze(-1)
         return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
     chol, info = torch.linalg.cholesky_ex(a)
     ok = info == 0
     if not bool(ok.all()):
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        chol = torch.where(ok[:, None, None], chol, eye)
+        chol = _factor_or_identity(a, ok)
     y = torch.linalg.solve_triangular(chol, b.unsqueeze(-1), upper=False)
     z = torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
     return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
@@ -151,15 +161,12 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
         a.diagonal(dim1=-2, dim2=-1).add_(1 - v)
         chol, info = torch.linalg.cholesky_ex(a)
         ok = info == 0
-        if ridge and not bool(ok.all()):
-            mean_diag = a.diagonal(dim1=-2, dim2=-1).mean(-1)
-            a = a + torch.diag_embed((1e-8 * mean_diag)[:, None] * v)
-            chol_r, info_r = torch.linalg.cholesky_ex(a)
-            chol = torch.where(ok[:, None, None], chol, chol_r)
-            ok = ok | (info_r == 0)
         if not bool(ok.all()):
-            eye = torch.eye(s, dtype=a.dtype, device=a.device)
-            chol = torch.where(ok[:, None, None], chol, eye)
+            if ridge:
+                mean_diag = a.diagonal(dim1=-2, dim2=-1).mean(-1)
+                a = torch.where(ok[:, None, None], a, a + torch.diag_embed((1e-8 * mean_diag)[:, None] * v))
+                ok = torch.linalg.cholesky_ex(a)[1] == 0
+            chol = _factor_or_identity(a, ok)
         b = (v * rhs[rows].gather(1, idx)).unsqueeze(-1)
         y = torch.linalg.solve_triangular(chol, b, upper=False)
         z = v * torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
@@ -170,6 +177,11 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     return torch.cat(out)[back], torch.cat(oks)[back]
 
 
+def _recording(*tensors) -> bool:
+    """Whether autograd is recording through these (then only torch ops will do)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
 
@@ -178,6 +190,10 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
     solution is 0 there and the rest is solved with them fixed.
     """
     if problem.l1:
+        if problem.family.name == "gaussian" and w.device.type == "cpu" and not _recording(basis, w, rhs):
+            from .solvers.gram import gram_support_solve  # compiled; S = I, so H_SS = B_S^T B_S
+
+            return gram_support_solve(basis, w != 0, rhs)
         return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
     d = prior.metric_scale(w, p)

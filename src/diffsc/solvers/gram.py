@@ -72,6 +72,51 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
     return SolveResult(w, iterations, residual, residual <= tol, "gram", tol)
 
 
+def gram_support_solve(basis, support, rhs):
+    """``(B_S^T B_S)^{-1} rhs_S`` on each row's support, 0 off it (the gaussian
+    L1 Hessian solve of the backward pass), compiled like the solver.
+
+    Returns ``(solution, ok)``; ``ok`` is False (solution 0) where ``B_S``
+    has dependent columns.
+    """
+    with torch.no_grad():
+        gram = (basis.T @ basis).contiguous()
+        rhs = rhs.detach().contiguous()
+        out = torch.zeros_like(rhs)
+        ok = np.zeros(rhs.shape[0], dtype=np.bool_)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _support_solve_all(gram.numpy(), support.contiguous().numpy(), rhs.numpy(), out.numpy(), ok)
+    return out, torch.from_numpy(ok)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _support_solve_all(gram, support_mask, rhs, out, ok):
+    n, k = rhs.shape
+    blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in numba.prange(blocks):
+        chol = np.zeros((k, k), dtype=rhs.dtype)
+        scratch = np.empty((3, k), dtype=rhs.dtype)
+        support = np.empty(k, dtype=np.int64)
+        eps = np.finfo(rhs.dtype).eps
+        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            s = 0
+            good = True
+            for j in range(k):
+                if support_mask[i, j]:
+                    if not _extend(gram, chol, support, s, j, scratch[0], eps):
+                        good = False
+                        break
+                    support[s] = j
+                    s += 1
+            ok[i] = good
+            if good and s > 0:
+                for a in range(s):
+                    scratch[1, a] = rhs[i, support[a]]
+                _chol_solve(chol, s, scratch[1], scratch[2], scratch[0])
+                for a in range(s):
+                    out[i, support[a]] = scratch[2, a]
+
+
 @numba.njit(parallel=True, cache=True, fastmath=True)
 def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual):
     n, k = c.shape
