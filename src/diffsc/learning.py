@@ -37,6 +37,8 @@ import numbers
 import warnings
 from dataclasses import dataclass, field
 
+import numba
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -193,15 +195,16 @@ class BasisLearner:
             if self.stats is None:
                 self.stats = (a, c)
             else:
-                # Mairal et al. (2010, §3.4): past statistics fade, like 1/t at
-                # first and then over a window of about n batches, so that codes
-                # from an early, poorer basis are forgotten.
+                # Mairal et al. (2010, §3.4): the past statistics are scaled
+                # by beta_t ~ 1 - 1/t and the new batch added with weight 1,
+                # so batch j weighs ~ j/t: codes from an early, poorer basis
+                # fade. The atom step is invariant to the sums' scale.
                 t, size = self.n_batches, n
                 theta = t * size if t < size else size**2 + t - size
                 beta = (theta + 1 - size) / (theta + 1)
                 if self.window is not None:  # data of known size: remember about one pass
                     beta = 1.0 - 1.0 / min(t, self.window)
-                self.stats = (beta * self.stats[0] + (1 - beta) * a, beta * self.stats[1] + (1 - beta) * c)
+                self.stats = (beta * self.stats[0] + a, beta * self.stats[1] + c)
             self._coordinate_step(*self.stats, sweeps=self.sweeps)
         else:
             for _ in range(3):
@@ -211,8 +214,14 @@ class BasisLearner:
 
     def _coordinate_step(self, a, c, sweeps: int) -> None:
         """Exact minimisation over one atom at a time (module docstring)."""
+        tiny = torch.finfo(self.basis.dtype).tiny
+        if self.basis.device.type == "cpu":
+            # Compiled: a Python loop over atoms costs more than their arithmetic.
+            atoms = self.basis.T.contiguous()
+            _atom_sweeps(atoms.numpy(), a.contiguous().numpy(), c.T.contiguous().numpy(), sweeps, tiny)
+            self.basis = atoms.T.contiguous()
+            return
         basis = self.basis.clone()
-        tiny = torch.finfo(basis.dtype).tiny
         for _ in range(sweeps):
             for k in range(basis.shape[1]):
                 if a[k, k] <= tiny:  # an unused atom: the objective does not depend on it
@@ -238,6 +247,34 @@ class BasisLearner:
                 return bool(new < loss)
             step /= 2
         return False
+
+
+@numba.njit(cache=True, fastmath=True)
+def _atom_sweeps(atoms, a, ct, sweeps, tiny):
+    """``_coordinate_step`` in place on ``atoms = B^T`` (K, D), ``ct = C^T``:
+    ``b_k <- u / max(1, ||u||)``, ``u = b_k + (c_k - B a_k) / A_kk``."""
+    k, d = atoms.shape
+    u = np.empty(d, dtype=atoms.dtype)
+    for _ in range(sweeps):
+        for j in range(k):
+            if a[j, j] <= tiny:  # an unused atom: the objective does not depend on it
+                continue
+            for m in range(d):
+                u[m] = ct[j, m]
+            for i in range(k):
+                weight = a[j, i]  # A is symmetric: row j is column j
+                if weight != 0.0:
+                    row = atoms[i]
+                    for m in range(d):
+                        u[m] -= weight * row[m]
+            inverse = 1.0 / a[j, j]
+            norm = 0.0
+            for m in range(d):
+                u[m] = atoms[j, m] + u[m] * inverse
+                norm += u[m] * u[m]
+            scale = 1.0 / max(np.sqrt(norm), 1.0)
+            for m in range(d):
+                atoms[j, m] = u[m] * scale
 
 
 def learn_basis(
