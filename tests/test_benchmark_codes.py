@@ -1,0 +1,93 @@
+"""Smoke run of benchmarks/codes.py: every section runs, and its accuracy columns are honest."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("l1", "kl", "softmax", "backward")
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("codes", ROOT / "benchmarks" / "codes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _spams():
+    try:
+        import spams  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_codes_smoke(tmp_path, capsys):
+    codes = _load()
+    results = codes.main(["--smoke", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+
+    for section in SECTIONS:
+        rows = results[section]
+        assert rows, section
+        assert f"codes {section}" in out
+        for ext in ("csv", "json", "md"):
+            assert (tmp_path / f"codes-{section}.{ext}").exists()
+        assert len(json.loads((tmp_path / f"codes-{section}.json").read_text())["rows"]) == len(rows)
+        for row in rows:
+            for key in ("section", "problem", "method", "dtype", "device", "seconds", "ratio",
+                        "reached", "peak_MB", "repeats", "note"):
+                assert key in row, (section, key)
+            assert row["section"] == section
+            if row["repeats"]:  # a row that ran (not a failure or a skipped peer)
+                assert row["seconds"] > 0, row
+
+    # Every method that claims to have reached the accuracy did, by its own column.
+    for row in results["l1"]:
+        assert row["reached"] == (row["objective_gap"] <= codes.GAP), row
+        assert row["objective_gap"] >= 0 or math.isnan(row["objective_gap"]), row
+    for section in ("kl", "softmax", "backward"):
+        for row in results[section]:
+            assert row["reached"] == (row["residual"] <= codes.RESIDUAL), row
+
+    # diffsc reached the accuracy everywhere it was asked to converge (the backward
+    # section's fixed-iteration rows stop at their iteration count instead).
+    for section in SECTIONS:
+        for row in results[section]:
+            ours = row["method"].startswith(("diffsc", "forward", "backward"))
+            if ours and row.get("max_iter", "-") == "-":
+                assert row["reached"], row
+
+    # The ratio base is diffsc's default: ratio 1 on its own row.
+    l1 = results["l1"]
+    for row in l1:
+        if (row["method"], row["dtype"]) == ("diffsc", "float32"):
+            assert row["ratio"] == 1.0
+    problems = {row["problem"] for row in l1}
+    assert problems == {"16x32", "24x48"}
+
+    # Peers ran on every problem.
+    for problem in problems:
+        methods = {(r["method"], r["dtype"]) for r in l1 if r["problem"] == problem and r["repeats"]}
+        assert {("sklearn lasso_lars", "float64"), ("sklearn lasso_cd", "float64"),
+                ("plain fista (torch)", "float32")} <= methods
+        if _spams():
+            assert {("spams lasso", "float64"), ("spams lasso", "float32")} <= methods
+    for section in ("kl", "softmax"):
+        assert any(r["method"].startswith("scipy L-BFGS-B") for r in results[section])
+        assert any(r["method"] == "diffsc eg" for r in results[section])
+
+    targets = results["l1_targets"]
+    assert [t["problem"] for t in targets] == sorted(problems)
+    assert (tmp_path / "codes-l1-targets.csv").exists()
+
+    # The backward section compares both backward modes at every iteration count.
+    backward = results["backward"]
+    for prior, solvers in (("l1", ["fista"]), ("kl", ["newton", "eg"])):
+        for solver in solvers:
+            for mode in ("implicit", "unrolled"):
+                counts = [r["max_iter"] for r in backward if r["prior"] == prior
+                          and r["method"] == f"{mode} {solver}"]
+                assert counts == [10, 20, 30], (prior, solver, mode)
