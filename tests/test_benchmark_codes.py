@@ -56,7 +56,8 @@ def test_codes_smoke(tmp_path, capsys):
     # section's fixed-iteration rows stop at their iteration count instead).
     for section in SECTIONS:
         for row in results[section]:
-            ours = row["method"].startswith(("diffsc", "forward", "backward"))
+            # (diffsc's EG is the classic baseline, capped in time: it may stop short.)
+            ours = row["method"].startswith(("diffsc", "forward", "backward")) and row["method"] != "diffsc eg"
             if ours and row.get("max_iter", "-") == "-":
                 assert row["reached"], row
 
