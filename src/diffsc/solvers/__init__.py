@@ -1,7 +1,8 @@
 """MAP solvers: each finds the root of the problem's optimality condition.
 
 One file per solver; each takes ``(problem, x, basis, lam, p, w0, tol,
-max_iter)`` with prepared tensors and returns a :class:`SolveResult`. They
+max_iter)`` with prepared tensors (``w0`` its own, to overwrite if it likes)
+and returns a :class:`SolveResult`. They
 never print or warn: :func:`diffsc.sparse_code` turns non-convergence into a
 warning (or an error when ``strict``).
 """
@@ -55,7 +56,8 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
     tol = default_tol(x.dtype) if tol is None else tol
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])
-    w0 = problem.prior.initial(p, shape, x) if init is None else problem.prior.project(init)
+    # Solvers own their start and may overwrite it (a user's init is copied).
+    w0 = problem.prior.initial(p, shape, x) if init is None else problem.prior.project(init).clone()
     return function(problem, x, basis, lam, p, _finite_start(problem, x, basis, lam, p, w0), tol, max_iter)
 
 

@@ -48,13 +48,13 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         c = (x @ basis).contiguous()
         gram = (basis.T @ basis).contiguous()
         lam_k = lam.expand(k).contiguous()
-        w = w0.detach().contiguous().clone()
+        w = w0.detach().contiguous()  # the solver's own start: solved in place
     iterations = np.zeros(n, dtype=np.int64)
     residual = np.zeros(n, dtype=w.numpy().dtype)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _solve_all(
         gram.numpy(), c.numpy(), lam_k.numpy(), w.numpy(), bool(problem.prior.nonnegative),
-        float(tol), int(max_iter), iterations, residual,
+        float(tol), int(max_iter), iterations, residual, min(basis.shape),
     )
     iterations = torch.from_numpy(iterations)
     residual = torch.from_numpy(residual)
@@ -85,16 +85,16 @@ def gram_support_solve(basis, support, rhs):
         out = torch.zeros_like(rhs)
         ok = np.zeros(rhs.shape[0], dtype=np.bool_)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _support_solve_all(gram.numpy(), support.contiguous().numpy(), rhs.numpy(), out.numpy(), ok)
+    _support_solve_all(gram.numpy(), support.contiguous().numpy(), rhs.numpy(), out.numpy(), ok, min(basis.shape))
     return out, torch.from_numpy(ok)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
-def _support_solve_all(gram, support_mask, rhs, out, ok):
+def _support_solve_all(gram, support_mask, rhs, out, ok, rank):
     n, k = rhs.shape
     blocks = (n + _BLOCK - 1) // _BLOCK
     for b in numba.prange(blocks):
-        chol = np.zeros((k, k), dtype=rhs.dtype)
+        chol = np.empty((rank, rank), dtype=rhs.dtype)
         scratch = np.empty((3, k), dtype=rhs.dtype)
         support = np.empty(k, dtype=np.int64)
         eps = np.finfo(rhs.dtype).eps
@@ -118,11 +118,11 @@ def _support_solve_all(gram, support_mask, rhs, out, ok):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
-def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual):
+def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank):
     n, k = c.shape
     blocks = (n + _BLOCK - 1) // _BLOCK
     for b in numba.prange(blocks):
-        chol = np.zeros((k, k), dtype=c.dtype)
+        chol = np.empty((rank, rank), dtype=c.dtype)
         g = np.empty(k, dtype=c.dtype)
         scratch = np.empty((5, k), dtype=c.dtype)
         support = np.empty(k, dtype=np.int64)
@@ -139,7 +139,9 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
     k = c.shape[0]
     target, z, tmp, violation, signs = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
     eps = np.finfo(c.dtype).eps
-    c_max = np.max(np.abs(c))
+    c_max = 0.0
+    for j in range(k):
+        c_max = max(c_max, abs(c[j]))
     # The support of the warm start; entries whose atom is (numerically) in
     # the span of the others' are dropped.
     s = 0
@@ -280,7 +282,13 @@ def _gradient(gram, c, w, support, s, g):
 
 @numba.njit(cache=True, fastmath=True)
 def _extend(gram, chol, support, s, j, y, eps):
-    """Add atom ``j`` as row ``s`` of the Cholesky factor of ``G_SS``; False if singular."""
+    """Add atom ``j`` as row ``s`` of the Cholesky factor of ``G_SS``; False if singular.
+
+    ``chol`` holds ``rank(G) = min(D, K)`` rows: a larger support is singular.
+    Only its lower triangle up to row ``s`` is ever read.
+    """
+    if s >= chol.shape[0]:
+        return False
     row = gram[j]  # G is symmetric: read along row j
     for a in range(s):
         acc = row[support[a]]
