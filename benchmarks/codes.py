@@ -24,7 +24,9 @@ Sections (``--only``; one table each, also written to ``--out`` as
   Then ``l1_targets`` (``codes-l1-targets``): per size, whether diffsc
   (float32, default) is >= 2x faster than SPAMS (its faster row) and >= 20x
   faster than lasso_lars, and whether all of those reached the gap.
-- ``kl``: priors kl and signed_kl, float64; accuracy: the worst row's
+- ``kl``: sizes 64x256, 64x512, 784x256 (``--kl-sizes``; at 784x512 a
+  Newton solve factors 10,000 dense 512x512 systems per iteration, minutes
+  per run), priors kl and signed_kl, float64; accuracy: the worst row's
   relative optimality residual (``diffsc.Problem.residual``) <= 1e-6.
   diffsc default (Newton, tol 1e-6; the ratio base); diffsc ``solver="eg"``
   (KL only; ``max_iter`` capped at 4x the iterations that take
@@ -94,6 +96,7 @@ import harness  # noqa: E402  (benchmarks/harness.py)
 
 SECTIONS = ("l1", "kl", "softmax", "backward")
 SIZES = "64x256,64x512,784x256,784x512"
+KL_SIZES = "64x256,64x512,784x256"
 SMOKE_SIZES = "16x32,24x48"
 GAP = 1e-4  # l1: relative objective gap to reach
 RESIDUAL = 1e-6  # kl, softmax, backward: relative optimality residual to reach
@@ -458,7 +461,7 @@ class Bench:
 
     def kl(self):
         rows = []
-        for size in self.args.sizes:
+        for size in self.args.kl_sizes:
             x, basis = self.data(size)
             lam, _ = self.strength(size)
             got = self._smooth("kl", size, x, basis, lam, ("kl", "signed_kl"), (None,), self.args.lbfgs_rows)
@@ -560,7 +563,10 @@ class Bench:
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
-    parser.add_argument("--sizes", default=None, help=f"DxK list for l1 and kl (default {SIZES})")
+    parser.add_argument("--sizes", default=None, help=f"DxK list for l1 (default {SIZES})")
+    parser.add_argument("--kl-sizes", default=None,
+                        help=f"DxK list for kl (default {KL_SIZES}: at 784x512 a Newton solve "
+                             "factors 10,000 512x512 systems an iteration, minutes per run)")
     parser.add_argument("--n", type=int, default=None, help="inputs per problem (default 10000)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3)")
     parser.add_argument("--seed", type=int, default=0)
@@ -578,13 +584,14 @@ def parse(argv):
             parser.error(f"--only: unknown section {s!r}; choose from {SECTIONS}")
     smoke = args.smoke
     defaults = dict(
-        sizes=SMOKE_SIZES if smoke else SIZES, n=300 if smoke else 10000, repeats=1 if smoke else 3,
+        sizes=SMOKE_SIZES if smoke else SIZES, kl_sizes=SMOKE_SIZES if smoke else KL_SIZES, n=300 if smoke else 10000, repeats=1 if smoke else 3,
         eg_budget=2.0 if smoke else 100.0, unrolled_n=300,
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.sizes = args.sizes.split(",")
+    args.kl_sizes = args.kl_sizes.split(",")
     args.lbfgs_rows = 5 if smoke else 20
     args.fista_max_iter = 5000
     args.softmax_v, args.softmax_k, args.softmax_n = (300, 30, 100) if smoke else (5000, 100, 2000)
