@@ -44,8 +44,9 @@ Sections (``--only``; one table each, also written to ``--out`` as
   ``(codes * G).sum()`` (fixed random ``G``) w.r.t. the basis. Rows: the
   forward (default solver), the implicit backward alone (note: backward /
   forward, target <= 1), both together (the ratio base). Then, on the first
-  ``--unrolled-n`` rows (300: the unrolled graph of 100 Newton iterations
-  takes about 15 MB per row), at each of ``--iterations`` (tol 1e-30, so
+  ``--unrolled-n`` rows (200: the unrolled graph of 100 Newton iterations
+  takes about 30 MB per row, and a run of every section in one process ran
+  out of this machine's 24 GB at 300), at each of ``--iterations`` (tol 1e-30, so
   every iteration runs): a solver's forward+backward with the implicit
   backward (the ratio base at that count) and with ``backward="unrolled"``
   (ratio = unrolled / implicit, target >= 5; the note adds the backward
@@ -69,7 +70,8 @@ ratio > 1 means diffsc's default is faster. ``reached``: the method met the
 section's accuracy; the time of one that did not is not comparable.
 scikit-learn, SPAMS and scipy run on the CPU whatever ``--device``.
 
-    python benchmarks/codes.py                              # all sections, N=10000: long
+    python benchmarks/codes.py --only l1,kl,softmax         # N=10000: about 35 minutes
+    python benchmarks/codes.py --only backward              # its own process: its memory peaks
     python benchmarks/codes.py --only l1 --sizes 64x256     # one section, one size
     python benchmarks/codes.py --only backward --device cuda
     python benchmarks/codes.py --smoke                      # tiny problems; run by the tests
@@ -103,28 +105,6 @@ RESIDUAL = 1e-6  # kl, softmax, backward: relative optimality residual to reach
 SLOW = 20.0  # seconds: a method slower than this runs once
 NNZ = 0.075  # fraction of non-zero L1 codes that sets lam
 PRIOR_MEAN = 0.01
-
-
-def make_problem(n, d, k, seed, family="gaussian"):
-    """``(x, basis)`` float64: sparse combinations of 5% of the atoms plus 20 dB noise.
-
-    ``family="softmax"``: 200-word documents drawn from the softmax of 10x such
-    combinations (``d`` is the vocabulary), none empty.
-    """
-    g = torch.Generator().manual_seed(seed)
-    basis = torch.randn(d, k, generator=g, dtype=torch.float64)
-    basis /= basis.norm(dim=0)
-    active = torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05
-    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * active
-    clean = codes @ basis.T
-    if family == "softmax":
-        rates = 200 * torch.softmax(10 * clean, dim=1)
-        counts = torch.poisson(rates, generator=g)
-        counts[:, 0] += 1  # no empty document
-        return counts, basis
-    noise = torch.randn(n, d, generator=g, dtype=torch.float64)
-    noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
-    return clean + noise, basis
 
 
 def _release():
@@ -252,7 +232,7 @@ class Bench:
     def data(self, size):
         if size not in self._data:
             d, k = (int(v) for v in size.split("x"))
-            self._data[size] = make_problem(self.args.n, d, k, self.args.seed)
+            self._data[size] = harness.make_problem(self.args.n, d, k, self.args.seed)
         return self._data[size]
 
     def strength(self, size):
@@ -471,7 +451,7 @@ class Bench:
 
     def softmax(self):
         a = self.args
-        x, basis = make_problem(a.softmax_n, a.softmax_v, a.softmax_k, a.seed, family="softmax")
+        x, basis = harness.make_problem(a.softmax_n, a.softmax_v, a.softmax_k, a.seed, family="softmax")
         lam = a.softmax_strength
         rows = self._smooth("softmax", f"{a.softmax_v}x{a.softmax_k}", x, basis, lam, ("kl",),
                             (None, "fista"), a.lbfgs_rows, family="softmax")
@@ -571,7 +551,7 @@ def parse(argv):
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eg-budget", type=float, default=None, help="seconds an EG run may take (100)")
-    parser.add_argument("--unrolled-n", type=int, default=None, help="rows for the fixed-iteration runs (300)")
+    parser.add_argument("--unrolled-n", type=int, default=None, help="rows for the fixed-iteration runs (200)")
     parser.add_argument("--iterations", default=None, help="fixed iteration counts (25,50,100)")
     parser.add_argument("--softmax-strength", type=float, default=0.001, help="lam of the softmax section")
     parser.add_argument("--out", default="benchmarks/results")
@@ -585,7 +565,7 @@ def parse(argv):
     smoke = args.smoke
     defaults = dict(
         sizes=SMOKE_SIZES if smoke else SIZES, kl_sizes=SMOKE_SIZES if smoke else KL_SIZES, n=300 if smoke else 10000, repeats=1 if smoke else 3,
-        eg_budget=2.0 if smoke else 100.0, unrolled_n=300,
+        eg_budget=2.0 if smoke else 100.0, unrolled_n=200,
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:

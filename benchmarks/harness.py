@@ -1,4 +1,5 @@
-"""What every benchmark shares: timing, peak memory, versions, and the table.
+"""What every benchmark shares: the planted problem, timing, peak memory,
+versions, and the table.
 
 A benchmark produces rows (dicts). :func:`measure` runs a callable, returning
 its median wall time over ``repeats`` runs and the peak memory it used above
@@ -19,6 +20,28 @@ import time
 from pathlib import Path
 
 import torch
+
+
+def make_problem(n, d, k, seed, family="gaussian"):
+    """``(x, basis)`` float64: sparse combinations of 5% of the atoms plus 20 dB noise.
+
+    ``family="softmax"``: 200-word documents drawn from the softmax of 10x such
+    combinations (``d`` is the vocabulary), none empty.
+    """
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(d, k, generator=g, dtype=torch.float64)
+    basis /= basis.norm(dim=0)
+    active = torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * active
+    clean = codes @ basis.T
+    if family == "softmax":
+        rates = 200 * torch.softmax(10 * clean, dim=1)
+        counts = torch.poisson(rates, generator=g)
+        counts[:, 0] += 1  # no empty document
+        return counts, basis
+    noise = torch.randn(n, d, generator=g, dtype=torch.float64)
+    noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
+    return clean + noise, basis
 
 
 def _rss_bytes() -> int:

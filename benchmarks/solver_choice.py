@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.optimize
@@ -28,24 +30,8 @@ import torch
 
 import diffsc
 
-
-def make_problem(n, d, k, seed, family="gaussian"):
-    g = torch.Generator().manual_seed(seed)
-    basis = torch.randn(d, k, generator=g, dtype=torch.float64)
-    basis /= basis.norm(dim=0)
-    active = torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05
-    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * active
-    clean = codes @ basis.T
-    if family == "softmax":
-        # Text-like: 200-word documents drawn from the softmax of sparse codes
-        # (times 10, so that topics are peaked over the vocabulary).
-        rates = 200 * torch.softmax(10 * clean, dim=1)
-        counts = torch.poisson(rates, generator=g)
-        counts[:, 0] += 1  # no empty document
-        return counts, basis
-    noise = torch.randn(n, d, generator=g, dtype=torch.float64)
-    noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
-    return clean + noise, basis
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (benchmarks/harness.py)
 
 
 def mnist_problem(n, k, seed):
@@ -113,7 +99,7 @@ def run(args):
         x, basis = mnist_problem(args.n, args.k, args.seed)
         args.d = 784
     else:
-        x, basis = make_problem(args.n, args.d, args.k, args.seed, family)
+        x, basis = harness.make_problem(args.n, args.d, args.k, args.seed, family)
     lam, p, tol = args.strength, args.prior_mean, args.tol
     rows = []
 
