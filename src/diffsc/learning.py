@@ -26,9 +26,10 @@ Basis step:
 rounding) is not taken. ``method="online"`` streams shuffled mini-batches and
 keeps running statistics (gaussian) or takes projected gradient steps on
 each mini-batch (other families), for data that does not fit in memory. The
-statistics average over about the last pass through the data (a stream of
-unknown length: Mairal et al.'s forgetting rule), so codes from an early,
-poorer basis are forgotten.
+statistics are Mairal et al.'s scaled sums: the past is scaled by about
+``1 - 1/t`` before mini-batch ``t`` is added, so batch ``j`` weighs about
+``j / t`` and codes from an early, poorer basis fade; for data of known size
+the scaling stops at ``1 - 1/(batches per pass)``, a memory of about a pass.
 """
 
 from __future__ import annotations
