@@ -215,21 +215,14 @@ class BasisLearner:
 
     def _coordinate_step(self, a, c, sweeps: int) -> None:
         """Exact minimisation over one atom at a time (module docstring)."""
-        tiny = torch.finfo(self.basis.dtype).tiny
         if self.basis.device.type == "cpu":
             # Compiled: a Python loop over atoms costs more than their arithmetic.
             atoms = self.basis.T.contiguous()
+            tiny = torch.finfo(atoms.dtype).tiny
             _atom_sweeps(atoms.numpy(), a.contiguous().numpy(), c.T.contiguous().numpy(), sweeps, tiny)
             self.basis = atoms.T.contiguous()
-            return
-        basis = self.basis.clone()
-        for _ in range(sweeps):
-            for k in range(basis.shape[1]):
-                if a[k, k] <= tiny:  # an unused atom: the objective does not depend on it
-                    continue
-                u = basis[:, k] + (c[:, k] - basis @ a[:, k]) / a[k, k]
-                basis[:, k] = u / u.norm().clamp_min(1.0)
-        self.basis = basis
+        else:
+            self.basis = atom_sweeps_torch(self.basis, a, c, sweeps)
 
     def _gradient_step(self, x, w) -> bool:
         """One projected gradient step with backtracking; False if none decreased ``J``."""
@@ -248,6 +241,20 @@ class BasisLearner:
                 return bool(new < loss)
             step /= 2
         return False
+
+
+def atom_sweeps_torch(basis, a, c, sweeps: int) -> torch.Tensor:
+    """The atom sweeps in torch (any device): ``u = b_k + (c_k - B a_k) / A_kk``,
+    ``b_k = u / max(1, ||u||)`` for each atom in turn; returns a new basis."""
+    basis = basis.clone()
+    tiny = torch.finfo(basis.dtype).tiny
+    for _ in range(sweeps):
+        for k in range(basis.shape[1]):
+            if a[k, k] <= tiny:  # an unused atom: the objective does not depend on it
+                continue
+            u = basis[:, k] + (c[:, k] - basis @ a[:, k]) / a[k, k]
+            basis[:, k] = u / u.norm().clamp_min(1.0)
+    return basis
 
 
 @numba.njit(cache=True, fastmath=True)
