@@ -22,8 +22,9 @@ never counted in any method's time.
   on float32 data, timed by the wall clock around the fit. A peer that is
   not installed is left out (the header says so).
 - diffsc runs online learning (``diffsc.learning.BasisLearner``, driven as
-  ``learn_basis(method="online")`` drives it: statistics over about the last
-  pass, default code solver, float32) from ``K`` random training images
+  ``learn_basis(method="online")`` drives it: statistics of about the last
+  ``diffsc.learning.MEMORY`` examples, default code solver, float32) from
+  ``K`` random training images
   (``initial_basis``, counted in its time). ``--checkpoints`` times a pass
   its clock is paused and ``J`` evaluated on all ``N`` images; it stops at
   the first checkpoint at or below both peers' final ``J``, or after
@@ -65,7 +66,7 @@ import torch
 
 import diffsc
 from diffsc.datasets import load_mnist
-from diffsc.learning import BasisLearner, initial_basis
+from diffsc.learning import BasisLearner, initial_basis, online_window
 from diffsc.problem import Problem
 from diffsc.validation import check_parameter
 
@@ -242,7 +243,7 @@ def run_diffsc(x: torch.Tensor, args, goal: float):
     lam = check_parameter(args.strength, "strength", basis)
     p = check_parameter(0.01, "prior_mean", basis)  # unused by L1
     learner = BasisLearner(problem, basis, lam, p)
-    learner.window = batches  # statistics of about the last pass, as learn_basis does
+    learner.window = online_window(n, args.batch_size)  # as learn_basis does
     elapsed = time.perf_counter() - clock
 
     def checkpoint(elapsed):
