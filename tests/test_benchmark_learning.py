@@ -72,3 +72,18 @@ def test_learning_smoke_without_peers(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "skipped: sklearn MiniBatchDictionaryLearning: sklearn does not import" in out
     assert (tmp_path / "learning.png").stat().st_size > 0
+
+
+def test_online_memory_smoke(tmp_path, capsys):
+    """benchmarks/online_memory.py, which chose diffsc.learning.MEMORY, still runs."""
+    spec = importlib.util.spec_from_file_location("online_memory", ROOT / "benchmarks" / "online_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        rows = module.main(["--smoke", "--out", str(tmp_path)])
+    except FileNotFoundError as error:  # no MNIST here: the loader says where to get it
+        pytest.skip(str(error))
+    assert [row["period_batches"] for row in rows] == [2, 4]
+    for row in rows:  # a second pass does not undo the first
+        assert 0 < float(row["J_pass_2"]) <= float(row["J_pass_1"])
+    assert (tmp_path / "online-memory.md").exists() and "period_examples" in capsys.readouterr().out

@@ -297,10 +297,11 @@ def _atom_sweeps(atoms, a, ct, sweeps, tiny):
                 atoms[j, m] = u[m] * scale
 
 
-#: Examples the online statistics remember (then at most a pass): measured on
-#: MNIST's 60,000 images, K=256, batches of 256, J after two passes was
-#: 11.093, 11.061, 11.096, 11.123, 11.159 for windows of 20, 40, 80, 118 and
-#: 235 (a pass) mini-batches; SPAMS trainDL reached 11.157 in two epochs.
+#: Examples in a period of the online statistics (at most a pass), which keep
+#: the previous period's and the current one's. ``benchmarks/online_memory.py``
+#: (MNIST, 60,000 images, K=256, batches of 256): J after two passes 11.093,
+#: 11.084, 11.096, 11.123, 11.159 for periods of 20, 39, 80, 118 and 235 (a
+#: pass) mini-batches; SPAMS trainDL reached 11.157 in two epochs.
 MEMORY = 10_000
 
 
