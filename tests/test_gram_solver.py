@@ -119,7 +119,7 @@ def test_compiled_support_solve_equals_torch():
     """The backward's compiled (B_S^T B_S)^{-1} g equals the torch one, and
     reports the same singular rows (more atoms in S than dimensions)."""
     from diffsc.hessian import support_solve
-    from diffsc.solvers.gram import gram_support_solve
+    from diffsc.gram_cholesky import support_solve as gram_support_solve
 
     g = torch.Generator().manual_seed(6)
     basis = random_basis(10, 30, g)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from . import gram_cholesky
+
 # Entries of the (chunk, K, K) or (chunk, K, D) intermediates held at once.
 _CHUNK_ENTRIES = 1 << 22
 # Rows per support-restricted chunk: supports in a chunk share one padded size.
@@ -177,7 +179,7 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     return torch.cat(out)[back], torch.cat(oks)[back]
 
 
-def _recording(*tensors) -> bool:
+def recording(*tensors) -> bool:
     """Whether autograd is recording through these (then only torch ops will do)."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -190,10 +192,8 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
     solution is 0 there and the rest is solved with them fixed.
     """
     if problem.l1:
-        if problem.family.name == "gaussian" and w.device.type == "cpu" and not _recording(basis, w, rhs):
-            from .solvers.gram import gram_support_solve  # compiled; S = I, so H_SS = B_S^T B_S
-
-            return gram_support_solve(basis, w != 0, rhs)
+        if problem.family.name == "gaussian" and w.device.type == "cpu" and not recording(basis, w, rhs):
+            return gram_cholesky.support_solve(basis, w != 0, rhs)  # compiled; S = I: H_SS = B_S^T B_S
         return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
     d = prior.metric_scale(w, p)

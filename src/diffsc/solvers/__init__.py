@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..hessian import recording
 from .active_set import active_set
 from .eg import exponentiated_gradient
 from .fista import fista
@@ -42,7 +43,7 @@ def default_solver(problem, x=None, differentiable=False) -> str:
 
 def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
     """Solve the MAP problem for a prepared batch (see :func:`diffsc.sparse_code`)."""
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (x, basis, lam, p))
+    differentiable = recording(x, basis, lam, p)
     name = solver or default_solver(problem, x, differentiable)
     if name not in SOLVERS:
         raise ValueError(f"solver: unknown solver {name!r}; choose one of {sorted(SOLVERS)}")

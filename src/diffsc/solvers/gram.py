@@ -32,10 +32,10 @@ import numba
 import numpy as np
 import torch
 
+from ..gram_cholesky import BLOCK, chol_solve, extend, refactor, remove_row, use_torch_threads
 from .active_set import active_set
 from .result import SolveResult
 
-_BLOCK = 32  # examples per parallel task: enough to amortise its scratch arrays
 _MAX_ENTER = 32  # coefficients that may enter the support at once
 _ENTER_SHARE = 0.5  # ... each violating optimality at least this share of the worst
 
@@ -51,7 +51,7 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         w = w0.detach().contiguous()  # the solver's own start: solved in place
     iterations = np.zeros(n, dtype=np.int64)
     residual = np.zeros(n, dtype=w.numpy().dtype)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    use_torch_threads()
     _solve_all(
         gram.numpy(), c.numpy(), lam_k.numpy(), w.numpy(), bool(problem.prior.nonnegative),
         float(tol), int(max_iter), iterations, residual, min(basis.shape),
@@ -72,62 +72,17 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
     return SolveResult(w, iterations, residual, residual <= tol, "gram", tol)
 
 
-def gram_support_solve(basis, support, rhs):
-    """``(B_S^T B_S)^{-1} rhs_S`` on each row's support, 0 off it (the gaussian
-    L1 Hessian solve of the backward pass), compiled like the solver.
-
-    Returns ``(solution, ok)``; ``ok`` is False (solution 0) where ``B_S``
-    has dependent columns.
-    """
-    with torch.no_grad():
-        gram = (basis.T @ basis).contiguous()
-        rhs = rhs.detach().contiguous()
-        out = torch.zeros_like(rhs)
-        ok = np.zeros(rhs.shape[0], dtype=np.bool_)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _support_solve_all(gram.numpy(), support.contiguous().numpy(), rhs.numpy(), out.numpy(), ok, min(basis.shape))
-    return out, torch.from_numpy(ok)
-
-
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _support_solve_all(gram, support_mask, rhs, out, ok, rank):
-    n, k = rhs.shape
-    blocks = (n + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(blocks):
-        chol = np.empty((rank, rank), dtype=rhs.dtype)
-        scratch = np.empty((3, k), dtype=rhs.dtype)
-        support = np.empty(k, dtype=np.int64)
-        eps = np.finfo(rhs.dtype).eps
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
-            s = 0
-            good = True
-            for j in range(k):
-                if support_mask[i, j]:
-                    if not _extend(gram, chol, support, s, j, scratch[0], eps):
-                        good = False
-                        break
-                    support[s] = j
-                    s += 1
-            ok[i] = good
-            if good and s > 0:
-                for a in range(s):
-                    scratch[1, a] = rhs[i, support[a]]
-                _chol_solve(chol, s, scratch[1], scratch[2], scratch[0])
-                for a in range(s):
-                    out[i, support[a]] = scratch[2, a]
-
-
 @numba.njit(parallel=True, cache=True, fastmath=True)
 def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank):
     n, k = c.shape
-    blocks = (n + _BLOCK - 1) // _BLOCK
+    blocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(blocks):
         chol = np.empty((rank, rank), dtype=c.dtype)
         g = np.empty(k, dtype=c.dtype)
         scratch = np.empty((5, k), dtype=c.dtype)
         support = np.empty(k, dtype=np.int64)
         cand = np.empty(k, dtype=np.int64)
-        for i in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
             iterations[i], residual[i] = _solve_one(
                 gram, c[i], lam, w[i], nonneg, tol, max_iter, chol, g, scratch, support, cand
             )
@@ -147,7 +102,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
     s = 0
     for j in range(k):
         if w[j] != 0.0:
-            if _extend(gram, chol, support, s, j, tmp, eps):
+            if extend(gram, chol, support, s, j, tmp, eps):
                 support[s] = j
                 signs[s] = np.sign(w[j])
                 s += 1
@@ -163,7 +118,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
             # general solver below.
             for a in range(s):
                 target[a] = c[support[a]] - lam[support[a]] * signs[a]
-            _chol_solve(chol, s, target, z, tmp)
+            chol_solve(chol, s, target, z, tmp)
             # Entering coefficients (still 0) whose target has the wrong sign
             # leave again at no cost, if others entered with them.
             entering, wrong, first = 0, 0, s
@@ -181,7 +136,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                         signs[kept] = signs[a]
                         kept += 1
                 s = kept
-                _refactor(gram, chol, support, s, first, tmp, eps)
+                refactor(gram, chol, support, s, first, tmp, eps)
                 continue
             # Ratio test: stop where a coefficient would change sign.
             t = 1.0
@@ -210,7 +165,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                     support[a] = support[a + 1]
                     signs[a] = signs[a + 1]
                 s -= 1
-                _remove_row(chol, s + 1, leave)
+                remove_row(chol, s + 1, leave)
                 if it < max_iter:
                     continue  # re-solve on the smaller support
             resolve = False
@@ -232,7 +187,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                 j = cand[a]
                 first = violation[a] == worst
                 if added < _MAX_ENTER and s < k and (first if pick == 0 else (violation[a] >= _ENTER_SHARE * worst and not first)):
-                    if _extend(gram, chol, support, s, j, tmp, eps):
+                    if extend(gram, chol, support, s, j, tmp, eps):
                         support[s] = j
                         signs[s] = -np.sign(g[j])
                         s += 1
@@ -278,74 +233,3 @@ def _gradient(gram, c, w, support, s, g):
         row = gram[j]
         for m in range(c.shape[0]):
             g[m] += w[j] * row[m]
-
-
-@numba.njit(cache=True, fastmath=True)
-def _extend(gram, chol, support, s, j, y, eps):
-    """Add atom ``j`` as row ``s`` of the Cholesky factor of ``G_SS``; False if singular.
-
-    ``chol`` holds ``rank(G) = min(D, K)`` rows: a larger support is singular.
-    Only its lower triangle up to row ``s`` is ever read.
-    """
-    if s >= chol.shape[0]:
-        return False
-    row = gram[j]  # G is symmetric: read along row j
-    for a in range(s):
-        acc = row[support[a]]
-        for b in range(a):
-            acc -= chol[a, b] * y[b]
-        y[a] = acc / chol[a, a]
-    d = gram[j, j]
-    for a in range(s):
-        d -= y[a] * y[a]
-    # A pivot this small means the atom is in the span of the support's
-    # (to rounding): its coefficient would be undetermined.
-    if not d > 1e3 * eps * gram[j, j]:
-        return False
-    for a in range(s):
-        chol[s, a] = y[a]
-    chol[s, s] = np.sqrt(d)
-    return True
-
-
-@numba.njit(cache=True, fastmath=True)
-def _refactor(gram, chol, support, s, start, y, eps):
-    """Refactor ``G_SS`` from row ``start`` on, after coefficients left there."""
-    for a in range(start, s):
-        _extend(gram, chol, support, a, support[a], y, eps)
-
-
-@numba.njit(cache=True, fastmath=True)
-def _remove_row(chol, s, q):
-    """The Cholesky factor of ``G_SS`` without its ``q``-th atom, in ``O(s^2)``.
-
-    Deleting row ``q`` of ``L`` leaves rows below it with one entry above the
-    diagonal; Givens rotations of columns ``(j, j+1)``, ``j = q..s-2``, zero
-    those entries (``L Q Q^T L^T`` is unchanged), then the rows move up.
-    """
-    for j in range(q, s - 1):
-        a, b = chol[j + 1, j], chol[j + 1, j + 1]
-        r = np.sqrt(a * a + b * b)
-        cos, sin = a / r, b / r
-        for i in range(j + 1, s):
-            x, y = chol[i, j], chol[i, j + 1]
-            chol[i, j] = cos * x + sin * y
-            chol[i, j + 1] = cos * y - sin * x
-    for i in range(q, s - 1):
-        for j in range(i + 1):
-            chol[i, j] = chol[i + 1, j]
-
-
-@numba.njit(cache=True, fastmath=True)
-def _chol_solve(chol, s, rhs, out, y):
-    """``out = (L L^T)^{-1} rhs`` on the leading ``s x s`` block."""
-    for a in range(s):
-        acc = rhs[a]
-        for b in range(a):
-            acc -= chol[a, b] * y[b]
-        y[a] = acc / chol[a, a]
-    # Back substitution by columns: row a of L is contiguous.
-    for a in range(s - 1, -1, -1):
-        out[a] = y[a] / chol[a, a]
-        for b in range(a):
-            y[b] -= chol[a, b] * out[a]
