@@ -100,7 +100,7 @@ def test_eg_baseline_agrees_with_newton():
 def test_diagnostics():
     x, basis = problem_data("gaussian", n=6, d=10, k=8)
     w, info = diffsc.sparse_code_with_info(x, basis, prior="kl", tol=1e-9)
-    assert info.solver == "newton" and info.tol == 1e-9
+    assert info.solver == "newton_cg" and info.tol == 1e-9
     assert info.iterations.shape == (6,) and bool((info.iterations >= 1).all())
     assert bool((info.residual <= 1e-9).all()) and info.all_converged
     problem = diffsc.Problem.of("gaussian", "kl")

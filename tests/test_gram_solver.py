@@ -29,7 +29,7 @@ def test_default_for_gaussian_l1_on_cpu_only():
     assert default_solver(gaussian_l1) == "gram"
     assert default_solver(gaussian_l1, differentiable=True) == "active_set"  # unrolled autograd
     assert default_solver(diffsc.Problem.of("softmax", "l1")) == "active_set"
-    assert default_solver(diffsc.Problem.of("gaussian", "kl")) == "newton"
+    assert default_solver(diffsc.Problem.of("gaussian", "kl")) == "newton_cg"
 
 
 @pytest.mark.parametrize("prior", L1_PRIORS)

@@ -81,3 +81,25 @@ def test_unrolled_fista_gradient_has_no_nan_from_failed_factorizations():
     weights = torch.randn(300, 32, generator=g, dtype=torch.float64)
     grad, = torch.autograd.grad((codes * weights).sum(), basis)
     assert bool(torch.isfinite(grad).all())
+
+
+def test_newton_step_systems_solve_where_batched_lu_gave_invalid_pivots():
+    # Newton's first step on a 784x256 gaussian KL problem: 64 systems
+    # S G S + lam I with S = sqrt(p). torch 2.13's batched LU on two threads
+    # returned pivots outside 1..256 (info 0) for every one, and lu_solve failed.
+    from diffsc.hessian import solve_spd
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(784, 256, generator=g, dtype=torch.float64)
+    basis /= basis.norm(dim=0)
+    scale = torch.full((64, 256), 0.01, dtype=torch.float64).sqrt()
+    a = scale[:, :, None] * (basis.T @ basis) * scale[:, None, :] + 0.03 * torch.eye(256, dtype=torch.float64)
+    b = torch.randn(64, 256, generator=g, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        z, ok = solve_spd(a, b)
+    finally:
+        torch.set_num_threads(threads)
+    assert bool(ok.all())
+    torch.testing.assert_close((a @ z.unsqueeze(-1)).squeeze(-1), b, rtol=1e-10, atol=1e-12)

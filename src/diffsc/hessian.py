@@ -41,24 +41,17 @@ def _factor_or_identity(a, ok):
     return torch.linalg.cholesky_ex(torch.where(ok[:, None, None], a, eye))[0]
 
 
-def solve_spd(a, b, fast=False):
+def solve_spd(a, b):
     """Solve ``a z = b`` for a batch of symmetric positive definite ``a``.
 
     Returns ``z`` ``(n, k)`` and ``ok`` ``(n,)``. Cholesky checks definiteness
-    (a failed row gets ``z = 0``). ``fast`` uses LU instead: torch's batched
-    LU runs about twice as fast as its Cholesky on the CPU (25 vs 47 ms for
-    64 systems of size 256, measured), and a Newton step is checked by its
-    line search anyway. Triangular solves replace ``cholesky_solve``, which
-    is 6x slower batched.
+    (a failed row gets ``z = 0``). Not LU, though torch's batched LU ran about
+    twice as fast on the CPU: with two threads, torch 2.13's batched LU
+    returned invalid pivots with ``info == 0`` for batches of well-conditioned
+    systems (``tests/test_solver_regressions.py``), and ``lu_solve`` then
+    failed. Triangular solves replace ``cholesky_solve``, which is 6x slower
+    batched.
     """
-    if fast:
-        z, info = torch.linalg.solve_ex(a, b.unsqueeze(-1))
-        z = z.squeeze(-1)
-        ok = (info == 0) & torch.isfinite(z).all(-1)
-        if not bool(ok.all()):  # again without the failed rows, whose NaN autograd would spread
-            eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-            z = torch.linalg.solve_ex(torch.where(ok[:, None, None], a, eye), b.unsqueeze(-1))[0].squeeze(-1)
-        return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
     chol, info = torch.linalg.cholesky_ex(a)
     ok = info == 0
     if not bool(ok.all()):
@@ -68,7 +61,7 @@ def solve_spd(a, b, fast=False):
     return torch.where(ok[:, None], z, torch.zeros_like(z)), ok
 
 
-def scaled_solve(family, basis, r, d, q, rhs, fast=False):
+def scaled_solve(family, basis, r, d, q, rhs):
     """``d * (diag(d) G diag(d) + diag(q))^{-1} (d * rhs)`` per row.
 
     Parameters
@@ -87,7 +80,7 @@ def scaled_solve(family, basis, r, d, q, rhs, fast=False):
     n, k = rhs.shape
     d_dim = basis.shape[0]
     if family.shared_gram and d_dim < k and bool((q > 0).all()):
-        return _woodbury_solve(basis, d, q, rhs, fast)
+        return _woodbury_solve(basis, d, q, rhs)
     shared = family.gram(basis, r[:0]).unsqueeze(0) if family.shared_gram else None
     out, oks = [], []
     for rows in _chunks(n, k * k if family.shared_gram else k * max(k, d_dim)):
@@ -95,13 +88,13 @@ def scaled_solve(family, basis, r, d, q, rhs, fast=False):
         dr = d[rows]
         a = dr.unsqueeze(-1) * g * dr.unsqueeze(-2)
         a.diagonal(dim1=-2, dim2=-1).add_(q[rows])
-        z, ok = solve_spd(a, dr * rhs[rows], fast)
+        z, ok = solve_spd(a, dr * rhs[rows])
         out.append(dr * z)
         oks.append(ok)
     return torch.cat(out), torch.cat(oks)
 
 
-def _woodbury_solve(basis, d, q, rhs, fast):
+def _woodbury_solve(basis, d, q, rhs):
     """``scaled_solve`` for ``S = I`` and ``D < K``, through ``D x D`` systems.
 
     With ``M = B diag(d)`` the system is ``diag(q) + M^T M`` and, by the
@@ -118,7 +111,7 @@ def _woodbury_solve(basis, d, q, rhs, fast):
         u = dr * rhs[rows] / qr
         # B diag(d^2/q) B^T as one batched matmul (einsum here ran at 4 GFLOP/s).
         small = (basis * (dr.square() / qr).unsqueeze(1)) @ basis.T + eye
-        t, ok = solve_spd(small, (dr * u) @ basis.T, fast)
+        t, ok = solve_spd(small, (dr * u) @ basis.T)
         z = u - (t @ basis) * dr / qr
         out.append(torch.where(ok[:, None], dr * z, torch.zeros_like(z)))
         oks.append(ok)
@@ -184,10 +177,9 @@ def recording(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
+def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
 
-    ``fast`` (Newton's steps) skips the definiteness check; see :func:`solve_spd`.
     ``fixed`` (smooth priors) holds some coordinates out of the system: the
     solution is 0 there and the rest is solved with them fixed.
     """
@@ -201,4 +193,4 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fast=False, fixed=None):
     if fixed is not None:
         d = torch.where(fixed, torch.zeros_like(d), d)
         q = torch.where(fixed, torch.ones_like(q), q)
-    return scaled_solve(problem.family, basis, r, d, q, rhs, fast)
+    return scaled_solve(problem.family, basis, r, d, q, rhs)

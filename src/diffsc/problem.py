@@ -47,7 +47,7 @@ class Problem:
         r = self.reconstruction(basis, w)
         return (r - x) @ basis, r
 
-    def residual(self, x, basis, lam, p, w, grad_loss=None):
+    def residual(self, x, basis, lam, p, w, grad_loss=None, xb=None, grad_prior=None):
         """Relative optimality residual per example, shape ``(N,)``.
 
         ``||g||_inf / max(||B^T(r - x)||_inf, ||lam grad R(w)||_inf, ||B^T x||_inf, ||lam w R''(w)||_inf)``
@@ -59,10 +59,12 @@ class Problem:
         finely than ``eps`` times it, e.g. KL codes near ``p`` for tiny inputs.
         A KL code at the dtype's smallest normal number whose gradient is
         still positive counts as optimal: its optimum underflows.
+        ``xb`` (``x @ basis``) and ``grad_prior`` (``grad R(w)``): where the
+        caller has them already.
         """
         if grad_loss is None:
             grad_loss, _ = self.loss_gradient(x, basis, w)
-        grad_prior = lam * self.prior.grad(w, p)
+        grad_prior = lam * (self.prior.grad(w, p) if grad_prior is None else grad_prior)
         if self.l1:
             g = self.prior.min_norm_subgradient(w, grad_loss, lam)
         else:
@@ -70,7 +72,7 @@ class Problem:
             # A code held at the dtype's floor that still wants to shrink is
             # as small as it can be: like a bound, it counts as optimal.
             g = torch.where(self.prior.at_floor(w) & (g > 0), torch.zeros_like(g), g)
-        terms = [grad_loss, grad_prior, x @ basis]
+        terms = [grad_loss, grad_prior, x @ basis if xb is None else xb]
         if self.smooth:
             terms.append(lam * w * self.prior.curvature(w, p))
         scale = torch.stack([t.abs().amax(-1) for t in terms]).amax(0)

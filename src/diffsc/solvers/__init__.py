@@ -17,11 +17,13 @@ from .eg import exponentiated_gradient
 from .fista import fista
 from .gram import gram_active_set
 from .newton import newton
+from .newton_cg import newton_cg
 from .result import SolveResult, default_tol
 
 #: name -> (function, which priors it handles, default max_iter)
 SOLVERS = {
     "newton": (newton, lambda problem: problem.smooth, 100),
+    "newton_cg": (newton_cg, lambda problem: problem.smooth, 100),
     "active_set": (active_set, lambda problem: problem.l1, 2000),
     "gram": (gram_active_set, lambda problem: problem.l1, 2000),
     "fista": (fista, lambda problem: problem.l1, 20000),
@@ -30,11 +32,14 @@ SOLVERS = {
 
 
 def default_solver(problem, x=None, differentiable=False) -> str:
-    """Newton for smooth priors; for L1 the compiled Gram solver where it
-    applies (gaussian, CPU, no autograd through the iterations), else the
-    torch active set."""
+    """For smooth priors Newton-CG, or Newton's factored steps when autograd
+    unrolls the iterations (Newton-CG updates in place) and for the uniform
+    prior (maximum likelihood: ``H`` may be singular, where conjugate gradients
+    pick another of the minimisers than the factored step); for L1 the compiled
+    Gram solver where it applies (gaussian, CPU, no autograd through the
+    iterations), else the torch active set."""
     if not problem.l1:
-        return "newton"
+        return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
     cpu = x is None or x.device.type == "cpu"
     if problem.family.name == "gaussian" and cpu and not differentiable:
         return "gram"
@@ -54,6 +59,8 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
         raise ValueError(f"solver: 'gram' solves the gaussian family only, not {problem.family.name!r}")
     if name == "gram" and differentiable:
         raise ValueError("solver: 'gram' is compiled code that autograd cannot unroll; use 'active_set' or 'fista'")
+    if name == "newton_cg" and differentiable:
+        raise ValueError("solver: 'newton_cg' updates its codes in place, which autograd cannot unroll; use 'newton'")
     tol = default_tol(x.dtype) if tol is None else tol
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])

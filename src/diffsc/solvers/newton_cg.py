@@ -1,0 +1,262 @@
+"""Newton-CG for smooth priors: Newton's steps with Hessian products only.
+
+The Newton solver (:mod:`.newton`) factors a ``D x D`` or ``K x K`` system per
+code and step (``D^2 K`` or ``K^3`` operations). Here the step solves
+``H d = -grad F`` by preconditioned conjugate gradients instead, where
+
+    H v = B^T S(r) B v + lam R''(w) v
+
+is two matrix products over the whole batch (one with the shared
+``G = B^T B`` for the gaussian family when ``K <= 2D``), and the Jacobi
+preconditioner ``diag(H)`` makes the system well conditioned: in the prior's
+scaling ``H`` is ``lam I`` plus a term of rank ``<= D`` (SPEC §2). The step is
+solved only as accurately as the code's residual asks (inexact Newton: its
+relative accuracy ``min(0.1, sqrt(residual))``, enough for quadratic
+convergence, and not beyond what ``tol`` needs).
+
+The conjugate gradients run in float32 for float64 codes: a Newton direction
+needs a few digits, not sixteen, and float32 products take half the time.
+Rows whose float32 iteration does not reach its accuracy are solved again in
+the codes' dtype. Gradients, objectives and the line search stay in the
+codes' dtype, so the codes reach the same residual either way.
+
+Each step then follows the prior's mirror curve with the backtracking of
+:mod:`.newton` (same ``_far`` jumps, same limits), and the batch is processed
+in chunks of rows that stay in cache; rows that converge leave the chunk's
+work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..priors import SmoothPrior
+from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
+from .result import SolveResult, flat
+
+#: Rows solved together: their (rows, K) vectors stay in cache between products.
+CHUNK = 1024
+_CG_MAX = 200  # conjugate-gradient iterations per step, at most
+_FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))
+
+
+class _Model:
+    """Objective, gradient and Hessian products of one chunk of rows."""
+
+    def __init__(self, problem, basis, lam, p, low):
+        self.problem, self.basis, self.lam, self.p, self.low = problem, basis, lam, p, low
+        self.gaussian = problem.family.name == "gaussian"
+        d, k = basis.shape
+        # For the gaussian family H's data part is G = B^T B: one (K x K)
+        # product instead of two (K x D) ones where K <= 2D.
+        self.gram = basis.T @ basis if self.gaussian and k <= 2 * d else None
+        self.basis_low = basis.to(low)
+        self.gram_low = None if self.gram is None else self.gram.to(low)
+
+    def of(self, x):
+        """The model of the rows ``x`` (the matrices shared)."""
+        rows = object.__new__(_Model)
+        rows.__dict__.update(self.__dict__)
+        rows.x, rows.xb, rows.half_xx = x, x @ self.basis, 0.5 * x.square().sum(-1)
+        return rows
+
+    def take(self, idx):
+        """The model of a subset of these rows."""
+        rows = object.__new__(_Model)
+        rows.__dict__.update(self.__dict__)
+        rows.x, rows.xb, rows.half_xx = self.x[idx], self.xb[idx], self.half_xx[idx]
+        return rows
+
+    def evaluate(self, w, s):
+        """``F(w)``, ``grad D_L`` and the reconstruction ``r`` (None with ``G``);
+        ``s`` is ``w``'s mirror coordinate."""
+        problem, lam, p = self.problem, self.lam, self.p
+        prior_value = (lam * problem.prior.value_at(w, s, p)).sum(-1)
+        if self.gram is not None:
+            grad_loss = w @ self.gram - self.xb
+            # D_L = 1/2 w^T G w - w^T B^T x + 1/2 |x|^2, with G w = grad + B^T x
+            loss = 0.5 * (w * (grad_loss - self.xb)).sum(-1) + self.half_xx
+            return loss + prior_value, grad_loss, None
+        eta = w @ self.basis.T
+        r = problem.family.transfer(eta)
+        return problem.family.loss(self.x, eta) + prior_value, (r - self.x) @ self.basis, r
+
+    def prior_grad(self, w, s):
+        """``grad R(w)``: the mirror coordinate itself where they agree (not for uniform)."""
+        prior = self.problem.prior
+        return s if type(prior).mirror is SmoothPrior.mirror else prior.grad(w, self.p)
+
+    def residual(self, w, s, grad_loss):
+        return self.problem.residual(self.x, self.basis, self.lam, self.p, w, grad_loss, xb=self.xb,
+                                     grad_prior=self.prior_grad(w, s))
+
+    def product(self, v, r, basis, gram):
+        """``B^T S(r) B v`` in ``v``'s dtype."""
+        if gram is not None:
+            return v @ gram
+        u = v @ basis.T
+        if not self.gaussian:
+            u = self.problem.family.curvature_apply(r, u)
+        return u @ basis
+
+
+def _cg(model, g, scale, shift, diag, r, free, rel, dtype):
+    """Jacobi-preconditioned CG for ``H d = -g`` on the ``free`` coordinates.
+
+    Solved in the prior's scaling (:func:`diffsc.hessian.scaled_solve`):
+    ``(S G S + diag(shift)) z = -S g``, ``d = S z`` with ``S = diag(scale)``,
+    whose entries stay finite in float32 where ``1/w`` of a KL code does not.
+    Stops each row once its preconditioned residual is ``rel`` times the
+    start's; rows drop out of the products as they finish. Returns ``d`` and
+    which rows reached ``rel``.
+    """
+    basis = model.basis if dtype == model.basis.dtype else model.basis_low
+    gram = model.gram if dtype == model.basis.dtype else model.gram_low
+    n = g.shape[0]
+    scale = (scale * free).to(dtype)
+    shift, diag = shift.to(dtype), diag.to(dtype)
+    r_low = None if r is None else r.to(dtype)
+    res = -scale * g.to(dtype)
+    z = res / diag
+    q = z
+    rz = (res * z).sum(-1)
+    target = rel.to(dtype).square() * rz
+    sol = torch.zeros_like(res)
+    done = torch.zeros(n, dtype=torch.bool, device=g.device)
+    live = torch.arange(n, device=g.device)
+    s_live, shift_live, diag_live = scale, shift, diag
+    for _ in range(_CG_MAX):
+        rows_r = None if r_low is None else r_low[live]
+        hq = s_live * model.product(s_live * q, rows_r, basis, gram) + shift_live * q
+        curv_q = (q * hq).sum(-1)
+        alpha = rz / torch.where(curv_q > 0, curv_q, 1)
+        sol[live] += alpha[:, None] * q
+        res = res - alpha[:, None] * hq
+        z = res / diag_live
+        rz_new = (res * z).sum(-1)
+        finished = (rz_new <= target[live]) | ~(curv_q > 0)
+        done[live] = rz_new <= target[live]
+        if bool(finished.all()):
+            break
+        q = z + (rz_new / rz)[:, None] * q
+        rz = rz_new
+        if 2 * int(finished.sum()) >= live.numel():  # compact: the finished rows stop costing
+            keep = ~finished
+            live, q, res, rz = live[keep], q[keep], res[keep], rz[keep]
+            s_live, shift_live, diag_live = scale[live], shift[live], diag[live]
+    return sol, done
+
+
+def _scaled_residual(model, g, scale, shift, diag, r, free, z):
+    """``|(-S g) - (S G S + diag(shift)) z|`` in ``diag``'s norm, in the codes' dtype."""
+    scale = scale * free
+    hz = scale * model.product(scale * z, r, model.basis, model.gram) + shift * z
+    res = -scale * g - hz
+    return (res.square() / diag).sum(-1)
+
+
+def _direction(model, w, g, r, far, residual, tol):
+    """The inexact Newton direction, float32 first where the codes are float64."""
+    prior, lam, p = model.problem.prior, model.lam, model.p
+    scale = prior.metric_scale(w, p)
+    shift = (lam * prior.scaled_curvature(w, p)).expand_as(w)
+    gii = model.problem.family.gram_diagonal(model.basis, r if r is not None else w[:, :1])
+    diag = (scale.square() * gii + shift).expand_as(w)
+    free = torch.ones_like(w, dtype=torch.bool) if far is None else ~far
+    # Relative accuracy: min(0.1, sqrt(res)) gives quadratic convergence; a
+    # step need not be more accurate than reaching tol asks (with margin).
+    rel = torch.minimum(torch.full_like(residual, _FORCING), residual.sqrt())
+    rel = torch.maximum(rel, 0.1 * tol / residual.clamp_min(tol))
+    z, ok = _cg(model, g, scale, shift, diag, r, free, rel, model.low)
+    z = z.to(w.dtype)
+    if model.low != w.dtype:
+        # The float32 iteration's own residual is recursive and can drift below
+        # what float32 attains: judge its solution by the true residual instead.
+        start = ((scale * free * g).square() / diag).sum(-1)
+        ok = ok & (_scaled_residual(model, g, scale, shift, diag, r, free, z) <= rel.square() * start)
+        if not bool(ok.all()):
+            redo = (~ok).nonzero().squeeze(1)
+            sub = model.take(redo)
+            z_hi, _ = _cg(sub, g[redo], scale[redo], shift[redo], diag[redo],
+                          None if r is None else r[redo], free[redo], rel[redo], w.dtype)
+            z = z.index_copy(0, redo, z_hi)
+    return scale * free * z
+
+
+def _chunk(model, w, tol, max_iter):
+    problem, prior, lam, p = model.problem, model.problem.prior, model.lam, model.p
+    n = w.shape[0]
+    # The mirror coordinates s = grad R(w) are carried along: the curve's
+    # points are known by them, so R and grad R need no asinh/log anew.
+    s = prior.mirror(w, p)
+    f, grad_loss, r = model.evaluate(w, s)
+    residual = model.residual(w, s, grad_loss)
+    iterations = torch.zeros(n, dtype=torch.int64, device=w.device)
+    stuck = torch.zeros(n, dtype=torch.bool, device=w.device)
+    for _ in range(max_iter):
+        active = (residual > tol) & ~stuck
+        if not bool(active.any()):
+            break
+        idx = active.nonzero().squeeze(1)
+        sub = model if idx.numel() == n else model.take(idx)
+        wa, sa, fa, gla = w[idx], s[idx], f[idx], grad_loss[idx]
+        ra = None if r is None else r[idx]
+        g = gla + lam * sub.prior_grad(wa, sa)
+
+        far, far_step = _far(problem, model.basis, lam, p, wa, ra if ra is not None else wa, gla)
+        step = _direction(sub, wa, g, ra, far, residual[idx], tol)
+        descends = (g * step).sum(-1) < 0
+        if not bool(descends.all()):  # rounding: fall back to the scaled gradient
+            descent = -prior.metric_scale(wa, p).square() * g
+            if far is not None:
+                descent = torch.where(far, 0.0, descent)
+            step = torch.where(descends[:, None], step, descent)
+        ds, slope = _limit(prior, wa, p, g, step, far, far_step)
+
+        g_norm = g.abs().amax(-1)
+        t = torch.ones_like(fa)
+        accepted = torch.zeros_like(fa, dtype=torch.bool)
+        w_new, s_new, f_new, gl_new, r_new = wa, sa, fa, gla, ra
+        for trial in range(_MAX_BACKTRACK):
+            s_c = sa + t[:, None] * ds
+            cand = prior.project(prior.mirror_inverse(s_c, p))
+            if prior.has_floor:  # a code held at the floor has its own mirror coordinate
+                s_c = torch.where(prior.at_floor(cand), prior.mirror(cand, p), s_c)
+            f_c, gl_c, r_c = sub.evaluate(cand, s_c)
+            good = f_c <= fa + _ARMIJO * t * slope
+            if trial == 0:  # near the optimum F is flat to rounding; the gradient still tells
+                g_c = (gl_c + lam * sub.prior_grad(cand, s_c)).abs().amax(-1)
+                good = good | ((g_c <= 0.5 * g_norm) & flat(f_c, fa))
+            good = good & ~accepted
+            w_new = torch.where(good[:, None], cand, w_new)
+            s_new = torch.where(good[:, None], s_c, s_new)
+            f_new = torch.where(good, f_c, f_new)
+            gl_new = torch.where(good[:, None], gl_c, gl_new)
+            if r_c is not None:
+                r_new = torch.where(good[:, None], r_c, r_new)
+            accepted = accepted | good
+            if bool(accepted.all()):
+                break
+            t = torch.where(accepted, t, t / 2)
+
+        stuck[idx] = ~accepted
+        iterations[idx] += 1
+        w[idx], s[idx], f[idx], grad_loss[idx] = w_new, s_new, f_new, gl_new
+        if r is not None:
+            r[idx] = r_new
+        residual[idx] = sub.residual(w_new, s_new, gl_new)
+    return w, iterations, residual
+
+
+def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
+    low = torch.float32 if x.dtype == torch.float64 else x.dtype
+    w = w0
+    n = x.shape[0]
+    iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
+    residual = torch.empty(n, dtype=x.dtype, device=x.device)
+    shared = _Model(problem, basis, lam, p, low)
+    for start in range(0, n, CHUNK):
+        rows = slice(start, min(start + CHUNK, n))
+        model = shared.of(x[rows])
+        w[rows], iterations[rows], residual[rows] = _chunk(model, w[rows].clone(), tol, max_iter)
+    return SolveResult(w, iterations, residual, residual <= tol, "newton_cg", tol)

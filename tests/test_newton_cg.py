@@ -1,0 +1,110 @@
+"""Newton-CG (the default for smooth priors) against the factored Newton solver."""
+
+import sys
+
+import pytest
+import torch
+
+import diffsc
+import diffsc.solvers  # noqa: F401  (the module below, not the function it exports)
+from helpers import problem_data, random_basis
+
+newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
+
+
+def _planted(n, d, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    basis = random_basis(d, k, g, torch.float64)
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05)
+    clean = codes @ basis.T
+    return clean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) * clean.std(), basis
+
+
+def _codes(x, basis, solver, **kw):
+    return diffsc.sparse_code_with_info(x, basis, solver=solver, **kw)
+
+
+@pytest.mark.parametrize(("family", "prior"), [
+    ("gaussian", "kl"), ("gaussian", "signed_kl"), ("gaussian", "l2"),
+    ("softmax", "kl"), ("poisson", "kl"), ("bernoulli", "signed_kl"), ("softmax", "l2"),
+])
+def test_same_codes_as_newton(family, prior):
+    x, basis = problem_data(family, n=30, d=12, k=20, seed=3)
+    kw = dict(family=family, prior=prior, strength=0.1, prior_mean=0.05, tol=1e-10)
+    w_cg, info = _codes(x, basis, "newton_cg", **kw)
+    w_newton, _ = _codes(x, basis, "newton", **kw)
+    assert info.solver == "newton_cg" and bool(info.converged.all())
+    # Both meet tol 1e-10; the codes then agree to about cond(H) times that.
+    torch.testing.assert_close(w_cg, w_newton, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("d", "k"), [(16, 64), (64, 40)])  # two products with B; one with G = B^T B
+@pytest.mark.parametrize("prior", ["kl", "signed_kl"])
+def test_planted_problems_both_product_routes(d, k, prior):
+    x, basis = _planted(80, d, k, seed=d)
+    kw = dict(prior=prior, strength=0.05, prior_mean=0.01, tol=1e-10)
+    w_cg, info = _codes(x, basis, "newton_cg", **kw)
+    assert bool(info.converged.all())
+    torch.testing.assert_close(w_cg, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
+
+
+def test_chunks_give_the_same_codes(monkeypatch):
+    x, basis = _planted(50, 16, 32, seed=1)
+    kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
+    whole, _ = _codes(x, basis, "newton_cg", **kw)
+    monkeypatch.setattr(newton_cg_module, "CHUNK", 7)
+    chunked, info = _codes(x, basis, "newton_cg", **kw)
+    assert bool(info.converged.all())
+    torch.testing.assert_close(chunked, whole, rtol=1e-8, atol=1e-12)
+
+
+def test_rows_float32_cannot_solve_are_solved_in_float64(monkeypatch):
+    # float32 iterations that report failure (one row in three) or stop after
+    # two iterations (short of the true residual asked): those steps are
+    # redone in float64, and the codes are those of the factored solver.
+    x, basis = _planted(40, 16, 32, seed=2)
+    kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
+    dtypes = []
+    cg = newton_cg_module._cg
+
+    def spy(model, g, *args):
+        dtype = args[-1]
+        dtypes.append(dtype)
+        if dtype == torch.float32:
+            saved = newton_cg_module._CG_MAX
+            newton_cg_module._CG_MAX = 2
+            z, ok = cg(model, g, *args)
+            newton_cg_module._CG_MAX = saved
+            return z, ok & (torch.arange(len(ok)) % 3 != 0)
+        return cg(model, g, *args)
+
+    monkeypatch.setattr(newton_cg_module, "_cg", spy)
+    w, info = _codes(x, basis, "newton_cg", **kw)
+    assert torch.float32 in dtypes and torch.float64 in dtypes
+    assert bool(info.converged.all())
+    torch.testing.assert_close(w, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
+
+
+def test_float32_codes_reach_their_tolerance():
+    x, basis = _planted(60, 16, 48, seed=4)
+    kw = dict(prior="kl", strength=0.05, prior_mean=0.01)
+    w32, info = _codes(x.float(), basis.float(), "newton_cg", **kw)
+    assert w32.dtype == torch.float32 and bool(info.converged.all()) and info.tol == 1e-4
+    w64, _ = _codes(x, basis, "newton_cg", **kw)
+    torch.testing.assert_close(w32.double(), w64, rtol=3e-3, atol=3e-4)  # residual 1e-4
+
+
+def test_kl_codes_far_below_their_prior_mean():
+    # Optima down to e^-116 below p: the steps jump there (newton's _far).
+    x, basis = _planted(20, 16, 32, seed=5)
+    kw = dict(prior="kl", strength=1e-2, prior_mean=1.0, tol=1e-10)
+    w, info = _codes(x * 10, basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and bool((w > 0).all()) and float(w.min()) < 1e-50
+    torch.testing.assert_close(w, _codes(x * 10, basis, "newton", **kw)[0], rtol=1e-6, atol=0)
+
+
+def test_refuses_to_be_unrolled():
+    x, basis = problem_data("gaussian", n=4, d=6, k=5)
+    basis.requires_grad_(True)
+    with pytest.raises(ValueError, match="^solver: 'newton_cg' updates its codes in place"):
+        diffsc.sparse_code(x, basis, prior="kl", solver="newton_cg", backward="unrolled")
