@@ -108,3 +108,22 @@ def test_refuses_to_be_unrolled():
     basis.requires_grad_(True)
     with pytest.raises(ValueError, match="^solver: 'newton_cg' updates its codes in place"):
         diffsc.sparse_code(x, basis, prior="kl", solver="newton_cg", backward="unrolled")
+
+
+def test_float32_phase_then_float64_within_max_iter(monkeypatch):
+    x, basis = _planted(30, 16, 32, seed=6)
+    kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
+    phases = []
+    chunk = newton_cg_module._chunk
+
+    def spy(model, w, tol, max_iter):
+        phases.append((w.dtype, tol))
+        return chunk(model, w, tol, max_iter)
+
+    monkeypatch.setattr(newton_cg_module, "_chunk", spy)
+    w, info = _codes(x, basis, "newton_cg", **kw)
+    assert phases == [(torch.float32, newton_cg_module.PHASE_TOL), (torch.float64, 1e-10)]
+    assert bool(info.converged.all())
+    with pytest.warns(diffsc.ConvergenceWarning):
+        _, capped = _codes(x, basis, "newton_cg", max_iter=3, **kw)
+    assert int(capped.iterations.max()) <= 3
