@@ -12,14 +12,15 @@ near zero). With ``S = I`` and fewer dimensions than atoms the ``K x K``
 system is solved through a ``D x D`` one (Woodbury). For L1 the system is
 solved on each code's support and the solution is 0 off it. The systems are
 positive definite and are solved by batched Cholesky, in chunks of examples
-to bound memory.
+to bound memory, or, for smooth priors outside Newton's factored steps, by
+conjugate gradients on the same scaled system (:mod:`diffsc.hessian_cg`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import gram_cholesky
+from . import gram_cholesky, hessian_cg
 
 # Entries of the (chunk, K, K) or (chunk, K, D) intermediates held at once.
 _CHUNK_ENTRIES = 1 << 22
@@ -177,17 +178,28 @@ def recording(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None):
+def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
 
     ``fixed`` (smooth priors) holds some coordinates out of the system: the
-    solution is 0 there and the rest is solved with them fixed.
+    solution is 0 there and the rest is solved with them fixed. Smooth priors
+    are solved by conjugate gradients to 1e-12 (:func:`diffsc.hessian_cg.cg_solve`)
+    unless ``direct`` (Newton's factored steps), ``fixed``, autograd records
+    through the solve, or the prior is uniform (``H`` may be singular); rows
+    CG does not finish are factored.
     """
     if problem.l1:
         if problem.family.name == "gaussian" and w.device.type == "cpu" and not recording(basis, w, rhs):
             return gram_cholesky.support_solve(basis, w != 0, rhs)  # compiled; S = I: H_SS = B_S^T B_S
         return support_solve(problem.family, basis, r, w != 0, rhs)
     prior = problem.prior
+    if not (direct or fixed is not None or prior.name == "uniform" or recording(basis, w, rhs, r, lam, p)):
+        solution, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)
+        if bool(ok.all()):
+            return solution, ok
+        rows = (~ok).nonzero().squeeze(1)
+        rest, rest_ok = hessian_solve(problem, basis, lam, p, w[rows], r[rows], rhs[rows], direct=True)
+        return solution.index_copy(0, rows, rest), ok.index_copy(0, rows, rest_ok)
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)
     if fixed is not None:

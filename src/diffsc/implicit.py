@@ -11,8 +11,10 @@ holds, so for a downstream gradient ``g = dl/dw`` and ``v = H^{-1} g`` with
     dl/dp   = -lam v * d grad R / dp          (KL: lam v / p)
 
 summed over the batch. For L1 the same holds on the support (``v = 0`` off it;
-Mairal et al., TPAMI 2012). One ``K x K`` solve per example; nothing depends
-on how many iterations the forward solve took.
+Mairal et al., TPAMI 2012). One solve with ``H`` per example (for smooth
+priors by conjugate gradients with batched Hessian products, for L1 a
+factorisation on the support); nothing depends on how many iterations the
+forward solve took.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         g = grad_loss[idx] + lam * prior.grad(wa, p)
 
         far, far_step = _far(problem, basis, lam, p, wa, ra, grad_loss[idx])
-        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fixed=far)
+        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fixed=far, direct=True)
         # Where H was singular or the step is no descent direction (round-off),
         # fall back to the scaled gradient, which always descends.
         fallback = ~ok | ~((g * step).sum(-1) < 0)

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import torch
 
+from ..hessian_cg import Products, cg, scaled_residual, scaled_system
 from ..priors import SmoothPrior
 from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
 from .result import SolveResult, flat
 
 #: Rows solved together: their (rows, K) vectors stay in cache between products.
 CHUNK = 512
-_CG_MAX = 200  # conjugate-gradient iterations per step, at most
 _FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))
 PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first
 
@@ -52,13 +52,8 @@ class _Model:
 
     def __init__(self, problem, basis, lam, p, low):
         self.problem, self.basis, self.lam, self.p, self.low = problem, basis, lam, p, low
-        self.gaussian = problem.family.name == "gaussian"
-        d, k = basis.shape
-        # For the gaussian family H's data part is G = B^T B: one (K x K)
-        # product instead of two (K x D) ones where K <= 2D.
-        self.gram = basis.T @ basis if self.gaussian and k <= 2 * d else None
-        self.basis_low = basis.to(low)
-        self.gram_low = None if self.gram is None else self.gram.to(low)
+        self.products = Products(problem.family, basis, low)
+        self.gram = self.products.gram
 
     def of(self, x):
         """The model of the rows ``x`` (the matrices shared)."""
@@ -97,99 +92,27 @@ class _Model:
         return self.problem.residual(self.x, self.basis, self.lam, self.p, w, grad_loss, xb=self.xb,
                                      grad_prior=self.prior_grad(w, s))
 
-    def product(self, v, r, basis, gram):
-        """``B^T S(r) B v`` in ``v``'s dtype."""
-        if gram is not None:
-            return v @ gram
-        u = v @ basis.T
-        if not self.gaussian:
-            u = self.problem.family.curvature_apply(r, u)
-        return u @ basis
-
-
-def _cg(model, g, scale, shift, diag, r, free, rel, dtype):
-    """Jacobi-preconditioned CG for ``H d = -g`` on the ``free`` coordinates.
-
-    Solved in the prior's scaling (:func:`diffsc.hessian.scaled_solve`):
-    ``(S G S + diag(shift)) z = -S g``, ``d = S z`` with ``S = diag(scale)``,
-    whose entries stay finite in float32 where ``1/w`` of a KL code does not.
-    Stops each row once its preconditioned residual is ``rel`` times the
-    start's; rows drop out of the products as they finish. Returns ``d`` and
-    which rows reached ``rel``.
-    """
-    basis = model.basis if dtype == model.basis.dtype else model.basis_low
-    gram = model.gram if dtype == model.basis.dtype else model.gram_low
-    n = g.shape[0]
-    scale = (scale * free).to(dtype)
-    shift, inv_diag = shift.to(dtype), diag.to(dtype).reciprocal()
-    r_low = None if r is None else r.to(dtype)
-    res = -scale * g.to(dtype)
-    z = res * inv_diag
-    q = z
-    rz = torch.linalg.vecdot(res, z)
-    target = rel.to(dtype).square() * rz
-    sol = torch.zeros_like(res)
-    done = torch.zeros(n, dtype=torch.bool, device=g.device)
-    # The live rows' vectors are kept compact (fused ops, no scatter per
-    # iteration); finished rows leave once they are half of them.
-    live = torch.arange(n, device=g.device)
-    s_l, shift_l, inv_l, target_l, r_l, sol_l = scale, shift, inv_diag, target, r_low, torch.zeros_like(res)
-    for _ in range(_CG_MAX):
-        hq = torch.addcmul(shift_l * q, s_l, model.product(s_l * q, r_l, basis, gram))
-        curv_q = torch.linalg.vecdot(q, hq)
-        alpha = (rz / torch.where(curv_q > 0, curv_q, 1)).unsqueeze(-1)
-        sol_l.addcmul_(alpha, q)
-        res.addcmul_(alpha, hq, value=-1)
-        z = res * inv_l
-        rz_new = torch.linalg.vecdot(res, z)
-        reached = rz_new <= target_l
-        finished = reached | ~(curv_q > 0)
-        if bool(finished.all()):
-            break
-        q = torch.addcmul(z, (rz_new / rz).unsqueeze(-1), q)
-        rz = rz_new
-        if 2 * int(finished.sum()) >= live.numel():  # compact: the finished rows stop costing
-            sol[live], done[live] = sol_l, reached
-            keep = ~finished
-            live, q, res, rz, sol_l, reached = live[keep], q[keep], res[keep], rz[keep], sol_l[keep], reached[keep]
-            s_l, shift_l, inv_l, target_l = scale[live], shift[live], inv_diag[live], target[live]
-            r_l = None if r_low is None else r_low[live]
-    sol[live], done[live] = sol_l, reached
-    return sol, done
-
-
-def _scaled_residual(model, g, scale, shift, diag, r, free, z):
-    """``|(-S g) - (S G S + diag(shift)) z|`` in ``diag``'s norm, in the codes' dtype."""
-    scale = scale * free
-    hz = scale * model.product(scale * z, r, model.basis, model.gram) + shift * z
-    res = -scale * g - hz
-    return (res.square() / diag).sum(-1)
-
 
 def _direction(model, w, g, r, far, residual, tol):
     """The inexact Newton direction, float32 first where the codes are float64."""
-    prior, lam, p = model.problem.prior, model.lam, model.p
-    scale = prior.metric_scale(w, p)
-    shift = (lam * prior.scaled_curvature(w, p)).expand_as(w)
-    gii = model.problem.family.gram_diagonal(model.basis, r if r is not None else w[:, :1])
-    diag = (scale.square() * gii + shift).expand_as(w)
+    scale, shift, diag = scaled_system(model.problem, model.basis, model.lam, model.p, w, r)
     free = torch.ones_like(w, dtype=torch.bool) if far is None else ~far
     # Relative accuracy: min(0.1, sqrt(res)) gives quadratic convergence; a
     # step need not be more accurate than reaching tol asks (with margin).
     rel = torch.minimum(torch.full_like(residual, _FORCING), residual.sqrt())
     rel = torch.maximum(rel, 0.1 * tol / residual.clamp_min(tol))
-    z, ok = _cg(model, g, scale, shift, diag, r, free, rel, model.low)
+    products = model.products
+    z, ok = cg(products, g, scale, shift, diag, r, free, rel, model.low)
     z = z.to(w.dtype)
     if model.low != w.dtype:
         # The float32 iteration's own residual is recursive and can drift below
         # what float32 attains: judge its solution by the true residual instead.
         start = ((scale * free * g).square() / diag).sum(-1)
-        ok = ok & (_scaled_residual(model, g, scale, shift, diag, r, free, z) <= rel.square() * start)
+        ok = ok & (scaled_residual(products, g, scale, shift, diag, r, free, z) <= rel.square() * start)
         if not bool(ok.all()):
             redo = (~ok).nonzero().squeeze(1)
-            sub = model.take(redo)
-            z_hi, _ = _cg(sub, g[redo], scale[redo], shift[redo], diag[redo],
-                          None if r is None else r[redo], free[redo], rel[redo], w.dtype)
+            z_hi, _ = cg(products, g[redo], scale[redo], shift[redo], diag[redo],
+                         None if r is None else r[redo], free[redo], rel[redo], w.dtype)
             z = z.index_copy(0, redo, z_hi)
     return scale * free * z
 
