@@ -78,6 +78,9 @@ def test_codes_smoke(tmp_path, capsys):
             assert {("spams lasso", "float64"), ("spams lasso", "float32")} <= methods
     for section in ("kl", "softmax"):
         assert any(r["method"].startswith("scipy L-BFGS-B") for r in results[section])
+        assert any(r["method"] == "diffsc newton (factored)" for r in results[section])
+        assert all("solver newton_cg" in r["note"] for r in results[section]
+                   if r["method"] == "diffsc default" and r["prior"] != "l1")
         assert any(r["method"] == "diffsc eg" for r in results[section])
 
     targets = results["l1_targets"]
