@@ -33,3 +33,9 @@ def test_robustness_smoke(capsys):
     # The mild settings converge everywhere; the sweep's hard corners are reported, not asserted.
     assert all(done[key] == total[key] for key in total if key[1] in (0.5, 5.0))
     assert "fully converged" in capsys.readouterr().out
+
+
+def test_profile_smooth_smoke():
+    out = _load("profile_smooth").main(["--size", "64x256", "--prior", "kl", "--n", "300"])
+    assert out["seconds"] > 0 and 0 < out["mm_share"] < 1
+    assert out["steps_max"] >= 1 and min(out["products_per_step"]) >= 1

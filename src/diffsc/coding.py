@@ -142,11 +142,14 @@ def sparse_code(
         Iteration cap (solver-dependent default).
     init : (N, K) tensor, optional
         Warm start, moved into the prior's domain (e.g. KL codes > 0).
-    solver : {"newton", "gram", "active_set", "fista", "eg"}, optional
-        Default: ``"newton"`` for smooth priors; for L1 ``"gram"`` (compiled,
-        gaussian family on the CPU) or else ``"active_set"``.
+    solver : {"newton_cg", "newton", "gram", "active_set", "fista", "eg"}, optional
+        Default: ``"newton_cg"`` for smooth priors (``"newton"``, factored
+        steps, for the uniform prior and under ``backward="unrolled"``); for
+        L1 ``"gram"`` (compiled, gaussian family on the CPU) or else
+        ``"active_set"``.
     backward : {"implicit", "unrolled"}
-        ``"implicit"`` solves one ``K x K`` system per example in backward;
+        ``"implicit"`` solves one system with the code Hessian per example in
+        backward (conjugate gradients for smooth priors);
         ``"unrolled"`` records every solver iteration for autograd (a
         reference: its memory grows with the iterations).
     strict : bool
