@@ -32,7 +32,7 @@ FAMILIES = ["gaussian", "softmax", "poisson", "bernoulli"]
 PRIORS = ["l2", "kl", "signed_kl"]
 
 
-def run(seeds, max_iter):
+def run(seeds, max_iter, solver=None):
     done, total = Counter(), Counter()
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
@@ -46,12 +46,13 @@ def run(seeds, max_iter):
                     warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
                     w, info = diffsc.sparse_code_with_info(
                         x.to(dtype), basis.to(dtype), family=family, prior=prior,
-                        strength=lam, prior_mean=p, max_iter=max_iter,
+                        strength=lam, prior_mean=p, max_iter=max_iter, solver=solver,
                     )
                 key = (prior, lam, p, str(dtype).split(".")[1])
                 total[key] += 1
                 done[key] += int(info.all_converged and bool(torch.isfinite(w).all()))
-    print(f"{seeds} seeds x {len(FAMILIES)} families, max_iter={max_iter}: batches fully converged")
+    print(f"{seeds} seeds x {len(FAMILIES)} families, max_iter={max_iter}, solver {solver or 'default'}: "
+          "batches fully converged")
     print(f"{'prior':<10}{'lam':>8}{'p':>8}  {'dtype':<8}{'converged':>10}")
     for key in sorted(total):
         prior, lam, p, dtype = key
@@ -65,8 +66,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=25)
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--smoke", action="store_true", help="one seed")
+    parser.add_argument("--solver", default=None, help="e.g. newton (factored); default: the library's")
     args = parser.parse_args(argv)
-    return run(1 if args.smoke else args.seeds, args.max_iter)
+    return run(1 if args.smoke else args.seeds, args.max_iter, args.solver)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,15 @@ def cg(products, g, scale, shift, diag, r, free, rel, dtype, max_iter=None):
     return sol, done
 
 
-def scaled_residual(products, g, scale, shift, diag, r, free, z):
-    """``|(-S g) - (S G S + diag(shift)) z|^2`` in ``diag``'s norm, in ``g``'s dtype."""
+def gradient_change(products, g, scale, shift, r, free, z):
+    """``|g + H d|_inf`` for ``d = S z`` on the free coordinates, in ``g``'s dtype:
+    the gradient the step leaves by the quadratic model, in the residual's norm
+    (the scaled norm CG minimises weighs a coordinate by ``S^2``, which hides
+    KL codes near 0 whose gradient the residual still counts)."""
     scale = scale * free
-    res = -scale * g - (scale * products(scale * z, r) + shift * z)
-    return (res.square() / diag).sum(-1)
+    d = scale * z
+    shift_term = torch.where(scale > 0, shift * z / torch.where(scale > 0, scale, 1), 0.0)
+    return ((g + products(d, r) + shift_term) * free).abs().amax(-1)
 
 
 def cg_solve(problem, basis, lam, p, w, r, rhs, rel=1e-12):

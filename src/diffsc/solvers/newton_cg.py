@@ -20,7 +20,9 @@ down to float32's own tolerance (``PHASE_TOL``, residual 1e-4); the rest in
 float64, where the conjugate gradients still run in float32: a Newton
 direction needs a few digits, not sixteen. A float32 direction is judged by
 its true float64 residual (the recursive one can drift below what float32
-attains), and rows short of their accuracy are solved again in float64.
+attains). Rows short of their accuracy after ``_CG_STEP_MAX`` iterations
+(an ill-conditioned ``H``, or float32 not enough) take the factored step of
+:mod:`.newton` instead.
 Gradients, objectives and the line search of the second phase are float64,
 so the codes reach the asked residual in their own dtype. Measured on the
 benchmarks' KL problems (``benchmarks/codes.py``): the first phase took a
@@ -36,7 +38,8 @@ from __future__ import annotations
 
 import torch
 
-from ..hessian_cg import Products, cg, scaled_residual, scaled_system
+from ..hessian import hessian_solve
+from ..hessian_cg import Products, cg, gradient_change, scaled_system
 from ..priors import SmoothPrior
 from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
 from .result import SolveResult, flat
@@ -45,6 +48,11 @@ from .result import SolveResult, flat
 CHUNK = 512
 _FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))
 PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first
+# CG iterations a step may take before its rows are factored instead: the
+# benchmarks' steps take 1-9; an ill-conditioned H would take hundreds.
+_CG_STEP_MAX = 50
+_TINY_SCALE = 1e-37  # about float32's smallest normal number
+_ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
 
 
 class _Model:
@@ -94,27 +102,39 @@ class _Model:
 
 
 def _direction(model, w, g, r, far, residual, tol):
-    """The inexact Newton direction, float32 first where the codes are float64."""
-    scale, shift, diag = scaled_system(model.problem, model.basis, model.lam, model.p, w, r)
+    """The inexact Newton direction: float32 CG, factored where that falls short."""
+    problem, basis, lam, p = model.problem, model.basis, model.lam, model.p
+    scale, shift, diag = scaled_system(problem, basis, lam, p, w, r)
     free = torch.ones_like(w, dtype=torch.bool) if far is None else ~far
     # Relative accuracy: min(0.1, sqrt(res)) gives quadratic convergence; a
     # step need not be more accurate than reaching tol asks (with margin).
     rel = torch.minimum(torch.full_like(residual, _FORCING), residual.sqrt())
     rel = torch.maximum(rel, 0.1 * tol / residual.clamp_min(tol))
     products = model.products
-    z, ok = cg(products, g, scale, shift, diag, r, free, rel, model.low)
+    z, ok = cg(products, g, scale, shift, diag, r, free, rel, model.low, max_iter=_CG_STEP_MAX)
     z = z.to(w.dtype)
     if model.low != w.dtype:
         # The float32 iteration's own residual is recursive and can drift below
-        # what float32 attains: judge its solution by the true residual instead.
-        start = ((scale * free * g).square() / diag).sum(-1)
-        ok = ok & (scaled_residual(products, g, scale, shift, diag, r, free, z) <= rel.square() * start)
-        if not bool(ok.all()):
-            redo = (~ok).nonzero().squeeze(1)
-            z_hi, _ = cg(products, g[redo], scale[redo], shift[redo], diag[redo],
-                         None if r is None else r[redo], free[redo], rel[redo], w.dtype)
-            z = z.index_copy(0, redo, z_hi)
-    return scale * free * z
+        # what float32 attains: judge its solution by the true one instead.
+        # A step that leaves a quarter of the gradient still converges (at
+        # least linearly); one that leaves it all (the CG's scaled norm can
+        # hide coordinates) is taken factored.
+        left = gradient_change(products, g, scale, shift, r, free, z)
+        ok = ok & (left <= rel.clamp_min(_ENOUGH) * (g * free).abs().amax(-1))
+        # A scale below float32's normal range (a KL code under ~1e-76) is 0
+        # there, so its coordinate never moves, while its mirror step
+        # d / w is O(1): such rows need the codes' own dtype.
+        ok = ok & ~((scale < _TINY_SCALE) & free).any(-1)
+    step = scale * free * z
+    if not bool(ok.all()):
+        # Ill-conditioned rows (or float32 short of the accuracy): Newton's
+        # factored step, as the `newton` solver takes it.
+        redo = (~ok).nonzero().squeeze(1)
+        r_redo = problem.reconstruction(basis, w[redo]) if r is None else r[redo]
+        exact, exact_ok = hessian_solve(problem, basis, lam, p, w[redo], r_redo, -g[redo],
+                                        fixed=None if far is None else far[redo], direct=True)
+        step = step.index_copy(0, redo, torch.where(exact_ok[:, None], exact, step[redo]))
+    return step
 
 
 def _chunk(model, w, tol, max_iter):
