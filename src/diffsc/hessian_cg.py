@@ -29,7 +29,7 @@ class Products:
     """``v -> B^T S(r) B v`` for a batch of vectors, in the basis' dtype or a lower one."""
 
     def __init__(self, family, basis, low):
-        self.family, self.basis, self.low = family, basis, low
+        self.family, self.basis = family, basis
         self.gaussian = family.name == "gaussian"
         d, k = basis.shape
         self.gram = basis.T @ basis if self.gaussian and k <= 2 * d else None
@@ -124,13 +124,12 @@ def cg_solve(problem, basis, lam, p, w, r, rhs, rel=1e-12):
     products = Products(problem.family, basis, basis.dtype)
     out = torch.empty_like(rhs)
     ok = torch.empty(rhs.shape[0], dtype=torch.bool, device=rhs.device)
-    rel_rows = torch.full((min(ROWS, rhs.shape[0]),), rel, dtype=rhs.dtype, device=rhs.device)
     free = torch.ones((), dtype=torch.bool, device=rhs.device)
     for start in range(0, rhs.shape[0], ROWS):
         rows = slice(start, min(start + ROWS, rhs.shape[0]))
         r_rows = None if products.gram is not None else r[rows]
         scale, shift, diag = scaled_system(problem, basis, lam, p, w[rows], r_rows)
-        z, ok[rows] = cg(products, -rhs[rows], scale, shift, diag, r_rows, free,
-                         rel_rows[: rhs[rows].shape[0]], rhs.dtype)
+        rel_rows = torch.full_like(scale[:, 0], rel)
+        z, ok[rows] = cg(products, -rhs[rows], scale, shift, diag, r_rows, free, rel_rows, rhs.dtype)
         out[rows] = scale * z
     return out, ok

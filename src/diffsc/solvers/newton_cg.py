@@ -68,19 +68,19 @@ class _Model:
         self.products = Products(problem.family, basis, low)
         self.gram = self.products.gram
 
-    def of(self, x):
-        """The model of the rows ``x`` (the matrices shared)."""
+    def _rows(self, x, xb, half_xx):
         rows = object.__new__(_Model)
         rows.__dict__.update(self.__dict__)
-        rows.x, rows.xb, rows.half_xx = x, x @ self.basis, 0.5 * x.square().sum(-1)
+        rows.x, rows.xb, rows.half_xx = x, xb, half_xx
         return rows
+
+    def of(self, x):
+        """The model of the rows ``x`` (the matrices shared)."""
+        return self._rows(x, x @ self.basis, 0.5 * x.square().sum(-1))
 
     def take(self, idx):
         """The model of a subset of these rows."""
-        rows = object.__new__(_Model)
-        rows.__dict__.update(self.__dict__)
-        rows.x, rows.xb, rows.half_xx = self.x[idx], self.xb[idx], self.half_xx[idx]
-        return rows
+        return self._rows(self.x[idx], self.xb[idx], self.half_xx[idx])
 
     def evaluate(self, w, s):
         """``F(w)``, ``grad D_L`` and the reconstruction ``r`` (None with ``G``);
@@ -221,13 +221,11 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
         rough = _Model(problem, basis.to(low), lam.to(low), p.to(low), low)
     for start in range(0, n, CHUNK):
         rows = slice(start, min(start + CHUNK, n))
-        start_w = w[rows].clone()
-        done = 0
+        start_w, first = w[rows].clone(), torch.zeros_like(iterations[rows])
         if rough is not None:
-            start_w, its, _ = _chunk(rough.of(x[rows].to(low)), start_w.to(low), PHASE_TOL, min(max_iter, 30))
+            start_w, first, _ = _chunk(rough.of(x[rows].to(low)), start_w.to(low), PHASE_TOL, min(max_iter, 30))
             start_w = problem.prior.project(start_w.to(x.dtype))
-            done = its
-        left = max_iter - (int(done.max()) if rough is not None else 0)
+        left = max_iter - int(first.max())
         w[rows], its, residual[rows] = _chunk(shared.of(x[rows]), start_w, tol, left)
-        iterations[rows] = its + done
+        iterations[rows] = first + its
     return SolveResult(w, iterations, residual, residual <= tol, "newton_cg", tol)
