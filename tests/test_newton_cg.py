@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,8 +11,17 @@ import diffsc.solvers  # noqa: F401  (the module below, not the function it expo
 from helpers import problem_data, random_basis
 
 import diffsc.hessian_cg as hessian_cg
+import diffsc.solvers.newton_cg_compiled as compiled
 
 newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def loop(request, monkeypatch):
+    """Gaussian codes on the CPU take the compiled loop; CUDA (and any other
+    family) the torch loop, checked here on the CPU."""
+    monkeypatch.setattr(newton_cg_module, "COMPILED", request.param == "compiled")
+    return request.param
 
 
 def _planted(n, d, k, seed):
@@ -42,7 +52,7 @@ def test_same_codes_as_newton(family, prior):
 
 @pytest.mark.parametrize(("d", "k"), [(16, 64), (64, 40)])  # two products with B; one with G = B^T B
 @pytest.mark.parametrize("prior", ["kl", "signed_kl"])
-def test_planted_problems_both_product_routes(d, k, prior):
+def test_planted_problems_both_product_routes(d, k, prior, loop):
     x, basis = _planted(80, d, k, seed=d)
     kw = dict(prior=prior, strength=0.05, prior_mean=0.01, tol=1e-10)
     w_cg, info = _codes(x, basis, "newton_cg", **kw)
@@ -50,7 +60,7 @@ def test_planted_problems_both_product_routes(d, k, prior):
     torch.testing.assert_close(w_cg, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
 
 
-def test_chunks_give_the_same_codes(monkeypatch):
+def test_chunks_give_the_same_codes(monkeypatch, loop):
     x, basis = _planted(50, 16, 32, seed=1)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     whole, _ = _codes(x, basis, "newton_cg", **kw)
@@ -60,44 +70,59 @@ def test_chunks_give_the_same_codes(monkeypatch):
     torch.testing.assert_close(chunked, whole, rtol=1e-8, atol=1e-12)
 
 
-def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch):
+def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, loop):
     # CG iterations that report failure (one row in three) or stop after two
     # (short of the true residual asked): those rows take the factored
     # Newton step, and the codes are those of the factored solver.
     x, basis = _planted(40, 16, 32, seed=2)
     kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
-    cg, factored = hessian_cg.cg, []
-    hessian_solve = newton_cg_module.hessian_solve
+    factored = []
+    module = compiled if loop == "compiled" else newton_cg_module
+    hessian_solve = module.hessian_solve
+    if loop == "compiled":
+        cg = compiled._cg
 
-    def short_cg(products, g, *args, max_iter=None):
-        z, ok = cg(products, g, *args, max_iter=2)
-        return z, ok & (torch.arange(len(ok)) % 3 != 0)
+        def short_cg(ch, *args):
+            sol = cg(ch, *args[:-1], 2)
+            done = args[-2]
+            done &= np.arange(len(done)) % 3 != 0
+            return sol
+
+        monkeypatch.setattr(compiled, "_cg", short_cg)
+    else:
+        cg = hessian_cg.cg
+
+        def short_cg(products, g, *args, max_iter=None):
+            z, ok = cg(products, g, *args, max_iter=2)
+            return z, ok & (torch.arange(len(ok)) % 3 != 0)
+
+        monkeypatch.setattr(newton_cg_module, "cg", short_cg)
 
     def spy(*args, **kwargs):
         factored.append(args[4].shape[0])
         assert kwargs["direct"]
         return hessian_solve(*args, **kwargs)
 
-    monkeypatch.setattr(newton_cg_module, "cg", short_cg)
-    monkeypatch.setattr(newton_cg_module, "hessian_solve", spy)
+    monkeypatch.setattr(module, "hessian_solve", spy)
     w, info = _codes(x, basis, "newton_cg", **kw)
     assert factored and bool(info.converged.all())
     torch.testing.assert_close(w, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
 
 
-def test_ill_conditioned_codes_converge_as_the_factored_solver_does(monkeypatch):
+def test_ill_conditioned_codes_converge_as_the_factored_solver_does(monkeypatch, loop):
     # lam = p = 1e-4, K > D: H's scaled form has condition numbers far beyond
     # what 50 CG iterations solve; those steps are factored.
     x, basis = problem_data("gaussian", n=16, d=8, k=30, seed=7)
     kw = dict(prior="kl", strength=1e-4, prior_mean=1e-4, max_iter=300)
-    factored, hessian_solve = [], newton_cg_module.hessian_solve
-    monkeypatch.setattr(newton_cg_module, "hessian_solve", lambda *a, **k: factored.append(1) or hessian_solve(*a, **k))
+    module = compiled if loop == "compiled" else newton_cg_module
+    factored, hessian_solve = [], module.hessian_solve
+    monkeypatch.setattr(module, "hessian_solve", lambda *a, **k: factored.append(1) or hessian_solve(*a, **k))
     w, info = _codes(x, basis, "newton_cg", **kw)
     assert factored and bool(info.converged.all())
     torch.testing.assert_close(w, _codes(x, basis, "newton", **kw)[0], rtol=1e-5, atol=1e-8)
 
 
-def test_float32_codes_reach_their_tolerance():
+def test_float32_codes_reach_their_tolerance(loop):
     x, basis = _planted(60, 16, 48, seed=4)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01)
     w32, info = _codes(x.float(), basis.float(), "newton_cg", **kw)
@@ -106,7 +131,7 @@ def test_float32_codes_reach_their_tolerance():
     torch.testing.assert_close(w32.double(), w64, rtol=3e-3, atol=3e-4)  # residual 1e-4
 
 
-def test_kl_codes_far_below_their_prior_mean():
+def test_kl_codes_far_below_their_prior_mean(loop):
     # Optima down to e^-116 below p: the steps jump there (newton's _far).
     x, basis = _planted(20, 16, 32, seed=5)
     kw = dict(prior="kl", strength=1e-2, prior_mean=1.0, tol=1e-10)
@@ -122,17 +147,17 @@ def test_refuses_to_be_unrolled():
         diffsc.sparse_code(x, basis, prior="kl", solver="newton_cg", backward="unrolled")
 
 
-def test_float32_phase_then_float64_within_max_iter(monkeypatch):
+def test_float32_phase_then_float64_within_max_iter(monkeypatch, loop):
     x, basis = _planted(30, 16, 32, seed=6)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     phases = []
-    chunk = newton_cg_module._chunk
+    chunk = newton_cg_module._solve_chunk
 
     def spy(model, w, tol, max_iter):
         phases.append((w.dtype, tol))
         return chunk(model, w, tol, max_iter)
 
-    monkeypatch.setattr(newton_cg_module, "_chunk", spy)
+    monkeypatch.setattr(newton_cg_module, "_solve_chunk", spy)
     w, info = _codes(x, basis, "newton_cg", **kw)
     assert phases == [(torch.float32, newton_cg_module.PHASE_TOL), (torch.float64, 1e-10)]
     assert bool(info.converged.all())
@@ -141,7 +166,7 @@ def test_float32_phase_then_float64_within_max_iter(monkeypatch):
     assert int(capped.iterations.max()) <= 3
 
 
-def test_kl_codes_near_zero_move_despite_float32():
+def test_kl_codes_near_zero_move_despite_float32(loop):
     # benchmarks/robustness.py, seed 0, gaussian, KL with lam 0.01, p 0.001:
     # codes under 1e-76 have a float32 scale of 0, and steps CG judged good in
     # its scaled norm left their gradient whole; Newton-CG stalled near 1e-6

@@ -37,6 +37,11 @@ Each step then follows the prior's mirror curve with the backtracking of
 :mod:`.newton` (same ``_far`` jumps, same limits), and the batch is processed
 in chunks of rows that stay in cache; rows that converge leave the chunk's
 work.
+
+Gaussian codes on the CPU (KL, signed KL, L2) run the same loop compiled,
+its elementwise passes fused (:mod:`.newton_cg_compiled`, 1.5-2x faster on
+the benchmarks' problems); CUDA and the other families run the torch loop
+below.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ..hessian import hessian_solve
 from ..hessian_cg import Products, cg, gradient_change, scaled_system
 from ..priors import SmoothPrior
 from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
+from .newton_cg_compiled import compiled_chunk, handles
 from .result import SolveResult, flat
 
 #: Rows solved together: their (rows, K) vectors stay in cache between products.
@@ -58,6 +64,8 @@ PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first
 _CG_STEP_MAX = 50
 _TINY_SCALE = 1e-37  # about float32's smallest normal number
 _ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
+#: Gaussian codes on the CPU take the compiled loop (:mod:`.newton_cg_compiled`).
+COMPILED = True
 
 
 class _Model:
@@ -77,6 +85,11 @@ class _Model:
     def of(self, x):
         """The model of the rows ``x`` (the matrices shared)."""
         return self._rows(x, x @ self.basis, 0.5 * x.square().sum(-1))
+
+    def cast(self, rows):
+        """Another model's rows in this model's dtype (``B^T x`` cast, not formed anew)."""
+        dtype = self.basis.dtype
+        return self._rows(rows.x.to(dtype), rows.xb.to(dtype), rows.half_xx.to(dtype))
 
     def take(self, idx):
         """The model of a subset of these rows."""
@@ -142,6 +155,15 @@ def _direction(model, w, g, r, far, residual, tol):
     return step
 
 
+def _gradient_norm(prior, w, g):
+    """``|g|_inf`` as the residual counts it: a KL code held at the floor
+    that wants to shrink is optimal, and its gradient, which no step
+    changes, must not hide the others' progress."""
+    if prior.has_floor:
+        g = torch.where(prior.at_floor(w) & (g > 0), 0.0, g)
+    return g.abs().amax(-1)
+
+
 def _chunk(model, w, tol, max_iter):
     problem, prior, lam, p = model.problem, model.problem.prior, model.lam, model.p
     n = w.shape[0]
@@ -172,7 +194,7 @@ def _chunk(model, w, tol, max_iter):
             step = torch.where(descends[:, None], step, descent)
         ds, slope = _limit(prior, wa, p, g, step, far, far_step)
 
-        g_norm = g.abs().amax(-1)
+        g_norm = _gradient_norm(prior, wa, g)
         t = torch.ones_like(fa)
         accepted = torch.zeros_like(fa, dtype=torch.bool)
         w_new, s_new, f_new, gl_new, r_new = wa, sa, fa, gla, ra
@@ -184,7 +206,7 @@ def _chunk(model, w, tol, max_iter):
             f_c, gl_c, r_c = sub.evaluate(cand, s_c)
             good = f_c <= fa + _ARMIJO * t * slope
             if trial == 0:  # near the optimum F is flat to rounding; the gradient still tells
-                g_c = (gl_c + lam * sub.prior_grad(cand, s_c)).abs().amax(-1)
+                g_c = _gradient_norm(prior, cand, gl_c + lam * sub.prior_grad(cand, s_c))
                 good = good | ((g_c <= 0.5 * g_norm) & flat(f_c, fa))
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
@@ -207,6 +229,12 @@ def _chunk(model, w, tol, max_iter):
     return w, iterations, residual
 
 
+def _solve_chunk(model, w, tol, max_iter):
+    if COMPILED and handles(model.problem, w):
+        return compiled_chunk(model, w, tol, max_iter, _FORCING, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE)
+    return _chunk(model, w, tol, max_iter)
+
+
 def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     low = torch.float32 if x.dtype == torch.float64 else x.dtype
     w = w0
@@ -222,10 +250,11 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     for start in range(0, n, CHUNK):
         rows = slice(start, min(start + CHUNK, n))
         start_w, first = w[rows].clone(), torch.zeros_like(iterations[rows])
+        fine = shared.of(x[rows])
         if rough is not None:
-            start_w, first, _ = _chunk(rough.of(x[rows].to(low)), start_w.to(low), PHASE_TOL, min(max_iter, 30))
+            start_w, first, _ = _solve_chunk(rough.cast(fine), start_w.to(low), PHASE_TOL, min(max_iter, 30))
             start_w = problem.prior.project(start_w.to(x.dtype))
         left = max_iter - int(first.max())
-        w[rows], its, residual[rows] = _chunk(shared.of(x[rows]), start_w, tol, left)
+        w[rows], its, residual[rows] = _solve_chunk(fine, start_w, tol, left)
         iterations[rows] = first + its
     return SolveResult(w, iterations, residual, residual <= tol, "newton_cg", tol)

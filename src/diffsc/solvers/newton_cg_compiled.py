@@ -1,0 +1,490 @@
+"""Newton-CG's chunk loop, fused and compiled: gaussian codes on the CPU.
+
+The iteration of :func:`.newton_cg._chunk` (read that first), with every
+elementwise pass over a chunk's ``(rows, K)`` vectors fused into a few
+numba kernels, while the matrix products stay torch's. Profiled on the
+benchmarks' problems the torch loop spent two thirds of its time in about a
+hundred small tensor operations per Newton step (each a pass over the
+chunk, a ``torch.where`` over one costs as much as a matrix product);
+here a step is about ten kernels: one that forms the gradient, the far KL
+jumps and the scaled CG system, one per CG iteration, one or two that judge
+the direction, one for its mirror step and slope, and two per line-search
+trial (the candidates, then their objective, acceptance and residual).
+
+The gaussian family's products are ``v G`` with ``G = B^T B`` where
+``K <= 2D``, else ``(v B^T) B``; everything else is elementwise in the
+prior (KL, signed KL or L2), so the kernels know these three priors by a
+code. Rows whose CG falls short take the factored step, as in the torch loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from ..gram_cholesky import use_torch_threads
+from ..hessian import hessian_solve
+from .newton import _ARMIJO, _MAX_BACKTRACK, _MAX_MIRROR_STEP
+from .result import FLAT_ULPS
+
+KL, SIGNED_KL, L2 = 0, 1, 2
+PRIOR_CODES = {"kl": KL, "signed_kl": SIGNED_KL, "l2": L2}
+# Reassociation vectorises the row sums; no-NaN/no-inf flags are left out,
+# because the kernels test for both (a CG curvature that is not > 0, an
+# exp that overflows on a trial step).
+_FAST = {"reassoc", "contract", "nsz"}
+
+
+def handles(problem, x) -> bool:
+    """Whether the compiled loop solves this problem (else the torch loop does)."""
+    return problem.family.name == "gaussian" and problem.prior.name in PRIOR_CODES and x.device.type == "cpu"
+
+
+# ---------------------------------------------------------------- the prior, one entry
+
+
+@numba.njit(cache=True, inline="always")
+def _inverse_curvature(prior, w, p):
+    """``1 / R''(w)``: the metric scale squared."""
+    if prior == KL:
+        return w
+    if prior == SIGNED_KL:
+        return math.sqrt(w * w + 4 * p * p)
+    return 1.0
+
+
+@numba.njit(cache=True, inline="always")
+def _value(prior, w, s, p):
+    """``R(w)`` given ``s = grad R(w)``."""
+    if prior == KL:
+        return w * s - w + p
+    if prior == SIGNED_KL:
+        return w * s - math.sqrt(w * w + 4 * p * p) + 2 * p
+    return 0.5 * w * w
+
+
+@numba.njit(cache=True, inline="always")
+def _optimality(prior, w, g, tiny):
+    """``|g|``, or 0 for a KL code held at the floor that wants to shrink
+    (as the residual counts it: optimal)."""
+    if prior == KL and w <= tiny and g > 0:
+        return 0.0
+    return abs(g)
+
+
+@numba.njit(cache=True, inline="always")
+def _log_step(w, p, lam, grad_loss, curvature, tiny):
+    """``log(v / w)`` for the one-coordinate model's minimiser ``v``
+    (:meth:`diffsc.priors.KL.coordinate_log_step`, Wright's omega in logs)."""
+    c = max(curvature, tiny)
+    z = math.log(c * p / lam) + (c * w - grad_loss) / lam
+    y = z if z < 1 else math.log(z) + 1e-3
+    for _ in range(12):
+        ey = math.exp(y)
+        y = y - (ey + y - z) / (ey + 1)
+    return math.log(lam / c) + y - math.log(w)
+
+
+# ---------------------------------------------------------------- kernels over rows
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, tol, forcing, tiny,
+             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res, q, sq, rz, target, done):
+    """The gradient, the far KL jumps (:func:`.newton._far`), the scaled
+    system ``(S G S + lam I) z = -S g`` with its Jacobi preconditioner
+    (:func:`diffsc.hessian_cg.scaled_system`) and CG's first iterate."""
+    k = w.shape[1]
+    for i in numba.prange(w.shape[0]):
+        # inexact Newton: relative accuracy min(0.1, sqrt(res)), not finer than tol asks
+        rl = max(min(forcing, math.sqrt(residual[i])), 0.1 * tol / max(residual[i], tol))
+        rel[i] = rl
+        maybe = 0
+        for j in range(k):
+            g[i, j] = grad_loss[i, j] + lam[j] * s[i, j]
+            far[i, j] = False
+            if prior == KL:  # the first Newton step in log(w) of the one-coordinate model
+                far_step[i, j] = -g[i, j] / (w[i, j] * gii[j] + lam[j])
+                maybe += abs(far_step[i, j]) > _MAX_MIRROR_STEP / 2
+        far_rows[i] = False
+        if maybe:  # the few candidates get the exact jump
+            for j in range(k):
+                if abs(far_step[i, j]) > _MAX_MIRROR_STEP / 2:
+                    far_step[i, j] = _log_step(w[i, j], p[j], lam[j], grad_loss[i, j], gii[j], tiny)
+                    far[i, j] = abs(far_step[i, j]) > _MAX_MIRROR_STEP
+                    far_rows[i] = far_rows[i] or far[i, j]
+        rzi = 0.0
+        for j in range(k):
+            sc = math.sqrt(_inverse_curvature(prior, w[i, j], p[j]))
+            scale[i, j] = sc
+            scale_low[i, j] = 0.0 if far[i, j] else sc
+            inv_diag[i, j] = 1 / (sc * sc * gii[j] + lam[j])
+            res[i, j] = -scale_low[i, j] * g[i, j]
+            q[i, j] = res[i, j] * inv_diag[i, j]
+            sq[i, j] = scale_low[i, j] * q[i, j]
+            rzi += res[i, j] * q[i, j]
+        rz[i] = rzi
+        target[i] = rl * rl * rzi
+        done[i] = rz[i] <= target[i]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _cg_step(product, q, sq, res, sol, scale_low, lam_low, inv_diag, rz, target, halted, done):
+    """One Jacobi-preconditioned CG iteration per row, given ``product =
+    (S q) G`` (:func:`diffsc.hessian_cg.cg`); writes ``S q`` anew.
+
+    Rows that reached their target (``done``) go on improving while they
+    are in the products anyway; rows whose curvature is not positive (H is
+    not positive definite to this precision: factored instead) or whose
+    residual is exactly 0 are ``halted``.
+    """
+    for i in numba.prange(q.shape[0]):
+        if halted[i]:
+            continue
+        curv = 0.0
+        for j in range(q.shape[1]):
+            curv += q[i, j] * (lam_low[j] * q[i, j] + scale_low[i, j] * product[i, j])
+        if not curv > 0:
+            halted[i] = True
+            continue
+        alpha = rz[i] / curv
+        rz_new = 0.0
+        for j in range(q.shape[1]):
+            sol[i, j] += alpha * q[i, j]
+            res[i, j] -= alpha * (lam_low[j] * q[i, j] + scale_low[i, j] * product[i, j])
+            rz_new += res[i, j] * res[i, j] * inv_diag[i, j]
+        done[i] = rz_new <= target[i]
+        if not rz_new > 0:
+            halted[i] = True
+            continue
+        beta = rz_new / rz[i]
+        rz[i] = rz_new
+        for j in range(q.shape[1]):
+            q[i, j] = res[i, j] * inv_diag[i, j] + beta * q[i, j]
+            sq[i, j] = scale_low[i, j] * q[i, j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _scaled_step(sol, scale, far, step):
+    """``d = S z`` on the free coordinates, in the codes' dtype."""
+    for i in numba.prange(sol.shape[0]):
+        for j in range(sol.shape[1]):
+            step[i, j] = 0.0 if far[i, j] else scale[i, j] * sol[i, j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _check(sol, scale, far, g, product, lam, rel, enough, tiny_scale, ok):
+    """A float32 direction is kept where the gradient its model leaves,
+    ``|g + H d|_inf`` (``product = d G``), is under ``max(rel, enough)``
+    of ``|g|_inf`` and no free scale lies below float32's range
+    (:func:`diffsc.hessian_cg.gradient_change`)."""
+    for i in numba.prange(sol.shape[0]):
+        left, g_max, tiny_row = 0.0, 0.0, False
+        for j in range(sol.shape[1]):
+            if far[i, j]:
+                continue
+            shift = lam[j] * sol[i, j] / scale[i, j] if scale[i, j] > 0 else 0.0
+            left = max(left, abs(g[i, j] + product[i, j] + shift))
+            g_max = max(g_max, abs(g[i, j]))
+            tiny_row = tiny_row or scale[i, j] < tiny_scale
+        ok[i] = ok[i] and left <= max(rel[i], enough) * g_max and not tiny_row
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, g_norm):
+    """The step in mirror coordinates, each entry limited to ``_MAX_MIRROR_STEP``,
+    and the slope of the curve taken (:func:`.newton._limit`); a direction
+    that does not descend (rounding) becomes the scaled gradient.
+
+    (Loops are split so that each vectorises: one reduction each, the rare
+    cases in loops of their own.)"""
+    k = w.shape[1]
+    for i in numba.prange(w.shape[0]):
+        descent = 0.0
+        for j in range(k):
+            descent += g[i, j] * step[i, j]
+        if not descent < 0:
+            for j in range(k):
+                step[i, j] = 0.0 if far[i, j] else -_inverse_curvature(prior, w[i, j], p[j]) * g[i, j]
+        gn = 0.0
+        for j in range(k):
+            gn = max(gn, _optimality(prior, w[i, j], g[i, j], tiny))
+        g_norm[i] = gn
+        sl = 0.0
+        for j in range(k):
+            inv_deriv = _inverse_curvature(prior, w[i, j], p[j])  # 1 / s'(w)
+            ds[i, j] = min(max(step[i, j] / inv_deriv, -_MAX_MIRROR_STEP), _MAX_MIRROR_STEP)
+            sl += g[i, j] * ds[i, j] * inv_deriv
+        if far_rows[i]:
+            for j in range(k):
+                if far[i, j]:  # jumps: their slope counts the chord
+                    sl -= g[i, j] * ds[i, j] * w[i, j]
+                    ds[i, j] = far_step[i, j]
+                    sl += g[i, j] * (max(p[j] * math.exp(s[i, j] + ds[i, j]), tiny) - w[i, j])
+        if not sl < 0:  # limiting spoiled descent: scale Newton's whole step down instead
+            kept = 1.0
+            for j in range(k):
+                full = far_step[i, j] if far[i, j] else step[i, j] / _inverse_curvature(prior, w[i, j], p[j])
+                if full != 0:
+                    kept = min(kept, ds[i, j] / full)
+            sl = 0.0
+            for j in range(k):
+                inv_deriv = _inverse_curvature(prior, w[i, j], p[j])
+                full = far_step[i, j] if far[i, j] else step[i, j] / inv_deriv
+                ds[i, j] = full * kept
+                sl += g[i, j] * ds[i, j] * inv_deriv
+        slope[i] = sl
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _curve_points(rows, s, ds, t, s_cand):
+    """The mirror coordinates ``s + t ds`` of the curve's points for ``rows`` (compact)."""
+    for a in numba.prange(rows.shape[0]):
+        i = rows[a]
+        for j in range(s.shape[1]):
+            s_cand[a, j] = s[i, j] + t[i] * ds[i, j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+def _accept(prior, rows, cand, s_cand, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps,
+            slope, g_norm, first, force, t, accepted, w, s, f, grad_loss, residual):
+    """Judge the candidates of ``rows``: Armijo's condition (or, on the full
+    step, a halved gradient with ``F`` flat to rounding); accepted rows take
+    the candidate, its objective, gradient and residual, the others halve ``t``.
+
+    ``grad`` is ``cand G`` on the Gram route (made ``grad D_L`` here, and
+    ``D_L`` with it), else ``grad D_L`` with ``loss`` already. ``force``
+    accepts every row (a first evaluation).
+    """
+    k = cand.shape[1]
+    for a in numba.prange(rows.shape[0]):
+        i = rows[a]
+        value = 0.0
+        if gram_route:  # D_L = 1/2 w^T G w - w^T B^T x + 1/2 |x|^2
+            for j in range(k):
+                grad[a, j] -= xb[i, j]
+                value += 0.5 * cand[a, j] * (grad[a, j] - xb[i, j])
+            value += half_xx[i]
+        else:
+            value += loss[a]
+        for j in range(k):
+            value += lam[j] * _value(prior, cand[a, j], s_cand[a, j], p[j])
+        good = force or value <= f[i] + _ARMIJO * t[i] * slope[i]
+        if first and not good:  # near the optimum F is flat to rounding; the gradient still tells
+            g_max = 0.0
+            for j in range(k):
+                g_max = max(g_max, _optimality(prior, cand[a, j], grad[a, j] + lam[j] * s_cand[a, j], tiny))
+            good = g_max <= 0.5 * g_norm[i] and value <= f[i] + FLAT_ULPS * eps * max(abs(f[i]), 1.0)
+        if not good:
+            t[i] *= 0.5
+            continue
+        accepted[i] = True
+        f[i] = value
+        for j in range(k):
+            w[i, j], s[i, j], grad_loss[i, j] = cand[a, j], s_cand[a, j], grad[a, j]
+        residual[i] = _residual(prior, w, s, grad_loss, i, lam, p, xb_max[i], tiny)
+
+
+@numba.njit(cache=True, fastmath=_FAST, inline="always")
+def _residual(prior, w, s, grad_loss, i, lam, p, xb_max, tiny):
+    """The relative residual of :meth:`diffsc.problem.Problem.residual` for row ``i``.
+    (Rows are indexed in place: a row view passed to a function does not vectorise.)"""
+    k = w.shape[1]
+    terms = np.empty(k, w.dtype)  # |lam w R''(w)|, apart from the maxima so that it vectorises
+    for j in range(k):
+        terms[j] = abs(lam[j] * w[i, j] / _inverse_curvature(prior, w[i, j], p[j]))
+    num, scale = 0.0, xb_max
+    for j in range(k):
+        num = max(num, _optimality(prior, w[i, j], grad_loss[i, j] + lam[j] * s[i, j], tiny))
+        scale = max(scale, abs(grad_loss[i, j]), abs(lam[j] * s[i, j]), terms[j])
+    return num / scale if scale > 0 else num
+
+
+# ---------------------------------------------------------------- the chunk loop
+
+
+class _Chunk:
+    """The numpy views and matrix products of one chunk of rows (a ``_Model``'s)."""
+
+    def __init__(self, model):
+        basis = model.basis
+        k = basis.shape[1]
+        self.model, self.prior = model, PRIOR_CODES[model.problem.prior.name]
+        self.gram, self.basis = model.gram, basis
+        self.gram_low = model.products.gram_low
+        self.basis_low = model.products.basis_low
+        self.dtype, self.low = basis.dtype, model.low
+        as_k = lambda v, dtype: torch.broadcast_to(v, (k,)).to(dtype).contiguous().numpy()  # noqa: E731
+        self.lam, self.p = as_k(model.lam, self.dtype), as_k(model.p, self.dtype)
+        self.lam_low = as_k(model.lam, self.low)
+        self.gii = basis.square().sum(0).contiguous().numpy()
+        self.x, self.xb, self.half_xx = model.x, model.xb.contiguous().numpy(), model.half_xx.contiguous().numpy()
+        self.xb_max = np.abs(self.xb).max(1)
+        self.tiny = float(torch.finfo(self.dtype).tiny)
+        self.eps = float(torch.finfo(self.dtype).eps)
+
+    def mirror(self, w):
+        """``s = grad R(w)``; transcendental functions are torch's (vectorised)."""
+        w, p = torch.from_numpy(w), torch.from_numpy(self.p)
+        if self.prior == KL:
+            return torch.log(w / p).numpy()
+        if self.prior == SIGNED_KL:
+            # asinh(y) = sign(y) log1p(|y| + y^2 / (1 + sqrt(1 + y^2))): torch's asinh is slow
+            y = (w / (2 * p)).abs()
+            return torch.copysign(torch.log1p(y + y.square() / (1 + torch.sqrt(1 + y.square()))), w).numpy()
+        return w.numpy().copy()
+
+    def points(self, s, out):
+        """The codes ``(grad R)^{-1}(s)`` of the curve's points into ``out``; KL
+        codes below the dtype's range are held at its floor, with its own ``s``."""
+        if self.prior == L2:
+            out[:] = s
+            return
+        s_t, out_t, p = torch.from_numpy(s), torch.from_numpy(out), torch.from_numpy(self.p)
+        if self.prior == SIGNED_KL:
+            torch.sinh(s_t, out=out_t).mul_(2 * p)
+            return
+        torch.exp(s_t, out=out_t).mul_(p)
+        if float(out_t.min()) <= self.tiny:
+            low = out_t <= self.tiny
+            out_t.masked_fill_(low, self.tiny)
+            s_t.copy_(torch.where(low, torch.log(self.tiny / p), s_t))
+
+    def product(self, v, high):
+        """``v B^T B`` for the rows of ``v`` (numpy), in the codes' dtype or CG's."""
+        v = torch.from_numpy(v)
+        gram = self.gram if high else self.gram_low
+        if gram is not None:
+            return (v @ gram).numpy()
+        basis = self.basis if high else self.basis_low
+        return ((v @ basis.T) @ basis).numpy()
+
+    def loss_gradient(self, cand, x):
+        """What :func:`_accept` needs of ``D_L`` at ``cand``: ``cand G`` on the
+        Gram route, else ``(grad D_L, D_L)``."""
+        cand = torch.from_numpy(cand)
+        if self.gram is not None:
+            return (cand @ self.gram).numpy(), self.half_xx
+        diff = cand @ self.basis.T - x
+        return (diff @ self.basis).numpy(), (0.5 * diff.square().sum(-1)).numpy()
+
+
+def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale):
+    """:func:`.newton_cg._chunk` for gaussian codes on the CPU: ``(w, iterations, residual)``."""
+    use_torch_threads()
+    ch = _Chunk(model)
+    w = w.contiguous().clone().numpy()
+    m, k = w.shape
+    s = ch.mirror(w)
+    f, grad_loss, residual = np.empty(m, w.dtype), np.empty_like(w), np.empty(m, w.dtype)
+    # F, grad D_L and the residual at the start: a first evaluation, every row "accepted"
+    grad, loss = ch.loss_gradient(w, ch.x)
+    unused = np.zeros(m, w.dtype)  # no slope, gradient norm or step length to judge by
+    _accept(ch.prior, np.arange(m), w, s, grad, loss, ch.gram is not None, ch.xb, ch.xb_max, ch.half_xx, ch.lam,
+            ch.p, ch.tiny, ch.eps, unused, unused, False, True, unused, np.zeros(m, np.bool_),
+            w, s, f, grad_loss, residual)
+    iterations = np.zeros(m, np.int64)
+    stuck = np.zeros(m, np.bool_)
+    for _ in range(max_iter):
+        idx = np.flatnonzero((residual > tol) & ~stuck)
+        if idx.size == 0:
+            break
+        whole = idx.size == m
+        take = (lambda v: v) if whole else (lambda v: v[idx])  # noqa: E731
+        rows = [take(v) for v in (w, s, f, grad_loss, residual)]
+        accepted = _newton_step(ch, idx, whole, *rows, tol, forcing, cg_max, enough, tiny_scale)
+        if not whole:
+            for full, part in zip((w, s, f, grad_loss, residual), rows):
+                full[idx] = part
+        stuck[idx] = ~accepted
+        iterations[idx] += 1
+    return torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual)
+
+
+def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_max, enough, tiny_scale):
+    """One Newton step for the active rows, in place; returns which were accepted."""
+    n, k = w.shape
+    dtype = w.dtype
+    low = np.dtype(np.float32) if ch.low == torch.float32 else dtype  # CG's dtype
+    xb, xb_max, half_xx = (ch.xb, ch.xb_max, ch.half_xx) if whole else (ch.xb[idx], ch.xb_max[idx], ch.half_xx[idx])
+    x = ch.x if whole else ch.x[torch.from_numpy(idx)]
+
+    g, scale, far_step = np.empty_like(w), np.empty_like(w), np.empty_like(w)
+    far, far_rows = np.empty((n, k), np.bool_), np.empty(n, np.bool_)
+    rel = np.empty(n, dtype)
+    scale_low, inv_diag, res, q, sq = (np.empty((n, k), low) for _ in range(5))
+    rz, target = np.empty(n, low), np.empty(n, low)
+    done = np.empty(n, np.bool_)
+    _prepare(ch.prior, w, s, grad_loss, ch.lam, ch.p, ch.gii, residual, tol, forcing, ch.tiny,
+             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res, q, sq, rz, target, done)
+    sol = _cg(ch, q, sq, res, scale_low, inv_diag, rz, target, done, cg_max)
+
+    step = np.empty_like(w)
+    _scaled_step(sol, scale, far, step)
+    ok = done
+    if low != dtype:  # float32 directions are judged in the codes' dtype
+        _check(sol, scale, far, g, ch.product(step, high=True), ch.lam, rel, enough, tiny_scale, ok)
+    if not ok.all():
+        _factored(ch, w, g, far, step, ~ok)
+
+    ds, slope, g_norm = np.empty_like(w), np.empty(n, dtype), np.empty(n, dtype)
+    _limit(ch.prior, w, s, g, step, far, far_step, far_rows, ch.p, ch.tiny, ds, slope, g_norm)
+
+    t = np.ones(n, dtype)
+    accepted = np.zeros(n, np.bool_)
+    cand, s_cand = np.empty_like(w), np.empty_like(w)
+    rows = np.arange(n)
+    for trial in range(_MAX_BACKTRACK):
+        c, sc = cand[: rows.size], s_cand[: rows.size]
+        _curve_points(rows, s, ds, t, sc)
+        ch.points(sc, c)
+        grad, loss = ch.loss_gradient(c, x if rows.size == n else x[torch.from_numpy(rows)])
+        _accept(ch.prior, rows, c, sc, grad, loss, ch.gram is not None, xb, xb_max, half_xx, ch.lam, ch.p,
+                ch.tiny, ch.eps, slope, g_norm, trial == 0, False, t, accepted, w, s, f, grad_loss, residual)
+        rows = np.flatnonzero(~accepted)
+        if rows.size == 0:
+            break
+    return accepted
+
+
+def _cg(ch, q, sq, res, scale_low, inv_diag, rz, target, done, cg_max):
+    """CG's iterations from :func:`_prepare`'s start, until every row is done
+    or halted; those leave the products once they are half of the rows left
+    (as :func:`diffsc.hessian_cg.cg` does). Returns the solution."""
+    sol = np.zeros_like(q)
+    halted = np.zeros_like(done)
+    live = np.arange(q.shape[0])
+    rows = (q, sq, res, scale_low, inv_diag, rz, target, halted, done)
+    sol_l = sol
+    for _ in range(cg_max):
+        halted_l, done_l = rows[-2], rows[-1]
+        finished = halted_l | done_l
+        left = finished.size - np.count_nonzero(finished)
+        if left == 0:
+            break
+        if 2 * left <= finished.size:  # compact: finished rows stop costing
+            sol[live], done[live] = sol_l, done_l
+            keep = np.flatnonzero(~finished)
+            live, sol_l = live[keep], sol_l[keep]
+            rows = tuple(v[keep] for v in rows)
+        q_l, sq_l, res_l, scale_l, inv_l, rz_l, target_l, halted_l, done_l = rows
+        _cg_step(ch.product(sq_l, high=False), q_l, sq_l, res_l, sol_l, scale_l, ch.lam_low, inv_l, rz_l,
+                 target_l, halted_l, done_l)
+    sol[live], done[live] = sol_l, rows[-1]
+    return sol
+
+
+def _factored(ch, w, g, far, step, redo):
+    """Newton's factored step (:func:`diffsc.hessian.hessian_solve`) for the rows ``redo``."""
+    model = ch.model
+    problem = model.problem
+    redo = np.flatnonzero(redo)
+    w_redo = torch.from_numpy(w[redo])
+    fixed = torch.from_numpy(far[redo]) if ch.prior == KL else None
+    exact, exact_ok = hessian_solve(problem, ch.basis, model.lam, model.p, w_redo,
+                                    problem.reconstruction(ch.basis, w_redo), -torch.from_numpy(g[redo]),
+                                    fixed=fixed, direct=True)
+    step[redo] = np.where(exact_ok.numpy()[:, None], exact.numpy(), step[redo])

@@ -1,0 +1,105 @@
+"""The compiled Newton-CG loop (gaussian codes on the CPU) against the torch loop it fuses."""
+
+import sys
+
+import pytest
+import torch
+
+import diffsc
+import diffsc.solvers  # noqa: F401  (the module below, not the function it exports)
+import diffsc.solvers.newton_cg_compiled as compiled
+from diffsc.problem import Problem
+from helpers import problem_data, random_basis
+
+newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
+
+
+def _planted(n, d, k, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    basis = random_basis(d, k, g, torch.float64)
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g, dtype=torch.float64) < 0.1)
+    clean = codes @ basis.T
+    x = clean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) * clean.std()
+    return x.to(dtype), basis.to(dtype)
+
+
+def _both(monkeypatch, x, basis, **kw):
+    out = {}
+    for loop in (True, False):
+        monkeypatch.setattr(newton_cg_module, "COMPILED", loop)
+        out[loop] = diffsc.sparse_code_with_info(x, basis, solver="newton_cg", **kw)
+    return out[True], out[False]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("d", "k"), [(12, 40), (40, 24)])  # two products with B; one with G = B^T B
+@pytest.mark.parametrize("prior", ["kl", "signed_kl", "l2"])
+def test_same_codes_and_steps_as_the_torch_loop(monkeypatch, prior, d, k, dtype):
+    x, basis = _planted(70, d, k, seed=d + k, dtype=dtype)
+    kw = dict(prior=prior, strength=0.05, prior_mean=0.01)
+    (w, info), (w_torch, info_torch) = _both(monkeypatch, x, basis, **kw)
+    assert bool(info.converged.all()) and bool(info_torch.converged.all())
+    # The same iteration up to rounding: the same steps, codes as close as the tolerance allows.
+    assert (info.iterations - info_torch.iterations).abs().max() <= 1
+    rtol, atol = (1e-7, 1e-9) if dtype == torch.float64 else (2e-3, 2e-4)
+    torch.testing.assert_close(w, w_torch, rtol=rtol, atol=atol)
+    # The residual reported is the problem's own.
+    problem = Problem.of("gaussian", prior)
+    lam, p = torch.tensor(0.05, dtype=dtype), torch.tensor(0.01, dtype=dtype)
+    if dtype == torch.float64:
+        torch.testing.assert_close(info.residual, problem.residual(x, basis, lam, p, w), rtol=1e-3, atol=1e-12)
+    else:  # float32 rounding alone moves a residual of 1e-5 by a tenth
+        assert float(problem.residual(x, basis, lam, p, w).max()) <= 2 * info.tol
+
+
+def test_kl_jumps_and_the_floor(monkeypatch):
+    # With B = I each code solves w - x + lam log(w / p) = 0: x = -1 puts it
+    # near e^-100 (a jump of newton's _far), x = -10 near e^-1000, below
+    # float64's range (held at its smallest normal number: optimal there).
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([-10.0, -1.0, 0.5, 2.0], dtype=torch.float64)[torch.randint(0, 4, (40, 8), generator=g)]
+    kw = dict(prior="kl", strength=0.01, prior_mean=1.0, tol=1e-10)
+    (w, info), (w_torch, _) = _both(monkeypatch, x, torch.eye(8, dtype=torch.float64), **kw)
+    assert bool(info.converged.all())
+    torch.testing.assert_close(w, w_torch, rtol=1e-8, atol=0)
+    tiny = torch.finfo(torch.float64).tiny
+    assert bool((w[x == -10] == tiny).all())
+    far = w[x == -1]
+    assert bool(((far > 1e-50) & (far < 1e-40)).all())
+
+
+def test_per_atom_strengths_and_means(monkeypatch):
+    x, basis = _planted(40, 16, 24, seed=8)
+    g = torch.Generator().manual_seed(0)
+    lam = 0.01 + 0.1 * torch.rand(24, generator=g, dtype=torch.float64)
+    p = 0.001 + 0.1 * torch.rand(24, generator=g, dtype=torch.float64)
+    for prior in ["kl", "signed_kl"]:
+        (w, info), (w_torch, _) = _both(monkeypatch, x, basis, prior=prior, strength=lam, prior_mean=p, tol=1e-10)
+        assert bool(info.converged.all())
+        torch.testing.assert_close(w, w_torch, rtol=1e-7, atol=1e-10)
+
+
+def test_warm_start(monkeypatch):
+    x, basis = _planted(20, 16, 24, seed=9)
+    kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
+    w0, _ = diffsc.sparse_code_with_info(x, basis, solver="newton_cg", **kw)
+    (w, info), (_, info_torch) = _both(monkeypatch, x, basis, init=w0 * 1.01, **kw)
+    # a start 1% off: a few steps (both phases), as the torch loop takes
+    assert bool(info.converged.all()) and int(info.iterations.max()) <= int(info_torch.iterations.max()) <= 5
+    torch.testing.assert_close(w, w0, rtol=1e-6, atol=1e-10)  # both at tol 1e-10
+
+
+def test_which_problems_it_takes():
+    x = torch.zeros(2, 3)
+    assert compiled.handles(Problem.of("gaussian", "kl"), x)
+    assert compiled.handles(Problem.of("gaussian", "l2"), x)
+    assert not compiled.handles(Problem.of("softmax", "kl"), x)  # the torch loop: a transfer to apply
+    assert not compiled.handles(Problem.of("gaussian", "uniform"), x)
+    assert not compiled.handles(Problem.of("gaussian", "kl"), x.to("meta"))  # CUDA: the torch loop
+
+
+def test_other_families_keep_the_torch_loop(monkeypatch):
+    x, basis = problem_data("poisson", n=10, d=8, k=12, seed=1)
+    monkeypatch.setattr(newton_cg_module, "compiled_chunk", lambda *a: pytest.fail("compiled loop used"))
+    w, info = diffsc.sparse_code_with_info(x, basis, family="poisson", prior="kl", strength=0.1, prior_mean=0.05)
+    assert bool(info.converged.all())
