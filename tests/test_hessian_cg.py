@@ -26,7 +26,9 @@ def _state(family, prior, d, k, seed=0):
     ("softmax", "kl", 12, 20),
     ("poisson", "signed_kl", 12, 20),
 ])
-def test_same_solution_as_the_factorisation(family, prior, d, k):
+@pytest.mark.parametrize("compiled", [True, False])  # gaussian rows on the CPU: compiled_cg, else the torch cg
+def test_same_solution_as_the_factorisation(family, prior, d, k, compiled, monkeypatch):
+    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
     problem, basis, lam, p, w, r, rhs = _state(family, prior, d, k)
     by_cg, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)
     direct, ok_direct = hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)
@@ -35,7 +37,9 @@ def test_same_solution_as_the_factorisation(family, prior, d, k):
     assert torch.equal(hessian_solve(problem, basis, lam, p, w, r, rhs)[0], by_cg)  # the default path
 
 
-def test_rows_cg_does_not_finish_are_factored(monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
+    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
     problem, basis, lam, p, w, r, rhs = _state("gaussian", "kl", 12, 30)
     monkeypatch.setattr(hessian_cg, "CG_MAX", 2)
     partial, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)

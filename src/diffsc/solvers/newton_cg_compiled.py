@@ -27,6 +27,7 @@ import torch
 
 from ..gram_cholesky import use_torch_threads
 from ..hessian import hessian_solve
+from ..hessian_cg import compiled_cg
 from .newton import _ARMIJO, _MAX_BACKTRACK, _MAX_MIRROR_STEP
 from .result import FLAT_ULPS
 
@@ -129,42 +130,6 @@ def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, tol, forcing, tiny,
         rz[i] = rzi
         target[i] = rl * rl * rzi
         done[i] = rz[i] <= target[i]
-
-
-@numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _cg_step(product, q, sq, res, sol, scale_low, lam_low, inv_diag, rz, target, halted, done):
-    """One Jacobi-preconditioned CG iteration per row, given ``product =
-    (S q) G`` (:func:`diffsc.hessian_cg.cg`); writes ``S q`` anew.
-
-    Rows that reached their target (``done``) go on improving while they
-    are in the products anyway; rows whose curvature is not positive (H is
-    not positive definite to this precision: factored instead) or whose
-    residual is exactly 0 are ``halted``.
-    """
-    for i in numba.prange(q.shape[0]):
-        if halted[i]:
-            continue
-        curv = 0.0
-        for j in range(q.shape[1]):
-            curv += q[i, j] * (lam_low[j] * q[i, j] + scale_low[i, j] * product[i, j])
-        if not curv > 0:
-            halted[i] = True
-            continue
-        alpha = rz[i] / curv
-        rz_new = 0.0
-        for j in range(q.shape[1]):
-            sol[i, j] += alpha * q[i, j]
-            res[i, j] -= alpha * (lam_low[j] * q[i, j] + scale_low[i, j] * product[i, j])
-            rz_new += res[i, j] * res[i, j] * inv_diag[i, j]
-        done[i] = rz_new <= target[i]
-        if not rz_new > 0:
-            halted[i] = True
-            continue
-        beta = rz_new / rz[i]
-        rz[i] = rz_new
-        for j in range(q.shape[1]):
-            q[i, j] = res[i, j] * inv_diag[i, j] + beta * q[i, j]
-            sq[i, j] = scale_low[i, j] * q[i, j]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
@@ -420,7 +385,8 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
     done = np.empty(n, np.bool_)
     _prepare(ch.prior, w, s, grad_loss, ch.lam, ch.p, ch.gii, residual, tol, forcing, ch.tiny,
              g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res, q, sq, rz, target, done)
-    sol = _cg(ch, q, sq, res, scale_low, inv_diag, rz, target, done, cg_max)
+    sol = compiled_cg(lambda v: ch.product(v, high=False), ch.lam_low, q, sq, res, scale_low, inv_diag, rz, target,
+                      done, cg_max)
 
     step = np.empty_like(w)
     _scaled_step(sol, scale, far, step)
@@ -448,33 +414,6 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
         if rows.size == 0:
             break
     return accepted
-
-
-def _cg(ch, q, sq, res, scale_low, inv_diag, rz, target, done, cg_max):
-    """CG's iterations from :func:`_prepare`'s start, until every row is done
-    or halted; those leave the products once they are half of the rows left
-    (as :func:`diffsc.hessian_cg.cg` does). Returns the solution."""
-    sol = np.zeros_like(q)
-    halted = np.zeros_like(done)
-    live = np.arange(q.shape[0])
-    rows = (q, sq, res, scale_low, inv_diag, rz, target, halted, done)
-    sol_l = sol
-    for _ in range(cg_max):
-        halted_l, done_l = rows[-2], rows[-1]
-        finished = halted_l | done_l
-        left = finished.size - np.count_nonzero(finished)
-        if left == 0:
-            break
-        if 2 * left <= finished.size:  # compact: finished rows stop costing
-            sol[live], done[live] = sol_l, done_l
-            keep = np.flatnonzero(~finished)
-            live, sol_l = live[keep], sol_l[keep]
-            rows = tuple(v[keep] for v in rows)
-        q_l, sq_l, res_l, scale_l, inv_l, rz_l, target_l, halted_l, done_l = rows
-        _cg_step(ch.product(sq_l, high=False), q_l, sq_l, res_l, sol_l, scale_l, ch.lam_low, inv_l, rz_l,
-                 target_l, halted_l, done_l)
-    sol[live], done[live] = sol_l, rows[-1]
-    return sol
 
 
 def _factored(ch, w, g, far, step, redo):
