@@ -25,7 +25,10 @@ import torch
 CG_MAX = 200
 #: Rows solved together by :func:`cg_solve`: their (rows, K) vectors stay in cache.
 ROWS = 512
-_FAST = {"reassoc", "contract", "nsz"}  # vectorised sums; NaN and inf tests kept meaningful
+#: numba's fast-math flags for the compiled kernels: reassociation vectorises
+#: the row sums; the no-NaN/no-inf flags are left out, because the kernels
+#: test for both (a curvature that is not > 0, an exp that overflows).
+FASTMATH = {"reassoc", "contract", "nsz"}
 #: Gaussian rows on the CPU take :func:`compiled_cg` in :func:`cg_solve`.
 COMPILED = True
 
@@ -109,7 +112,7 @@ def cg(products, g, scale, shift, diag, r, free, rel, dtype, max_iter=None):
     return sol, done
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FAST)
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _cg_step(product, q, sq, res, sol, scale, shift, inv_diag, rz, target, halted, done):
     """One iteration of :func:`cg` per row, given ``product = (S q) G``; writes ``S q`` anew.
 

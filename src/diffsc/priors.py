@@ -180,7 +180,8 @@ class KL(SmoothPrior):
         return p * torch.exp(s)
 
     def initial(self, p, shape, like):
-        return torch.ones(shape, dtype=like.dtype, device=like.device) * p
+        # one pass (not ones() times p): a copy the solver may overwrite
+        return torch.broadcast_to(p.to(like), shape).clone(memory_format=torch.contiguous_format)
 
     def coordinate_log_step(self, w, p, lam, grad_loss, curvature):
         """``log(v / w)`` for the minimiser ``v`` of the one-coordinate model
