@@ -19,8 +19,6 @@ forward solve took.
 
 from __future__ import annotations
 
-import torch
-
 from .hessian import hessian_solve
 
 
