@@ -53,6 +53,14 @@ class Prior:
         """Codes at the smallest value the dtype can hold in the prior's domain."""
         return torch.zeros_like(w, dtype=torch.bool)
 
+    def optimality_gradient(self, w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The gradient ``g`` as optimality counts it: a code held at the
+        floor that still wants to shrink is as small as it can be and, like
+        one at a bound, optimal (its entry is 0)."""
+        if not self.has_floor:
+            return g
+        return torch.where(self.at_floor(w) & (g > 0), 0.0, g)
+
     def grad_mean(self, w, p):
         """``d grad R / d p`` elementwise (zero when ``p`` does not enter)."""
         return torch.zeros_like(w)

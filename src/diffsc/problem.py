@@ -68,10 +68,7 @@ class Problem:
         if self.l1:
             g = self.prior.min_norm_subgradient(w, grad_loss, lam)
         else:
-            g = grad_loss + grad_prior
-            # A code held at the dtype's floor that still wants to shrink is
-            # as small as it can be: like a bound, it counts as optimal.
-            g = torch.where(self.prior.at_floor(w) & (g > 0), torch.zeros_like(g), g)
+            g = self.prior.optimality_gradient(w, grad_loss + grad_prior)
         terms = [grad_loss, grad_prior, x @ basis if xb is None else xb]
         if self.smooth:
             terms.append(lam * w * self.prior.curvature(w, p))

@@ -155,15 +155,6 @@ def _direction(model, w, g, r, far, residual, tol):
     return step
 
 
-def _gradient_norm(prior, w, g):
-    """``|g|_inf`` as the residual counts it: a KL code held at the floor
-    that wants to shrink is optimal, and its gradient, which no step
-    changes, must not hide the others' progress."""
-    if prior.has_floor:
-        g = torch.where(prior.at_floor(w) & (g > 0), 0.0, g)
-    return g.abs().amax(-1)
-
-
 def _chunk(model, w, tol, max_iter):
     problem, prior, lam, p = model.problem, model.problem.prior, model.lam, model.p
     n = w.shape[0]
@@ -194,7 +185,9 @@ def _chunk(model, w, tol, max_iter):
             step = torch.where(descends[:, None], step, descent)
         ds, slope = _limit(prior, wa, p, g, step, far, far_step)
 
-        g_norm = _gradient_norm(prior, wa, g)
+        # measured as the residual does: a KL code held at the floor, whose
+        # gradient no step changes, must not hide the others' progress
+        g_norm = prior.optimality_gradient(wa, g).abs().amax(-1)
         t = torch.ones_like(fa)
         accepted = torch.zeros_like(fa, dtype=torch.bool)
         w_new, s_new, f_new, gl_new, r_new = wa, sa, fa, gla, ra
@@ -206,7 +199,7 @@ def _chunk(model, w, tol, max_iter):
             f_c, gl_c, r_c = sub.evaluate(cand, s_c)
             good = f_c <= fa + _ARMIJO * t * slope
             if trial == 0:  # near the optimum F is flat to rounding; the gradient still tells
-                g_c = _gradient_norm(prior, cand, gl_c + lam * sub.prior_grad(cand, s_c))
+                g_c = prior.optimality_gradient(cand, gl_c + lam * sub.prior_grad(cand, s_c)).abs().amax(-1)
                 good = good | ((g_c <= 0.5 * g_norm) & flat(f_c, fa))
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)

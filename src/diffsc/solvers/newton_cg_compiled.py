@@ -67,8 +67,8 @@ def _value(prior, w, s, p):
 
 @numba.njit(cache=True, inline="always")
 def _optimality(prior, w, g, tiny):
-    """``|g|``, or 0 for a KL code held at the floor that wants to shrink
-    (as the residual counts it: optimal)."""
+    """``|g|`` as :meth:`diffsc.priors.Prior.optimality_gradient` counts it:
+    0 for a KL code held at the floor that wants to shrink."""
     if prior == KL and w <= tiny and g > 0:
         return 0.0
     return abs(g)
