@@ -149,19 +149,37 @@ def _cg_step(product, q, sq, res, sol, scale, shift, inv_diag, rz, target, halte
             sq[i, j] = scale[i, j] * q[i, j]
 
 
-def compiled_cg(product, shift, q, sq, res, scale, inv_diag, rz, target, done, max_iter):
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _cg_start(res, scale, inv_diag, rel, q, sq, rz, target, done):
+    """CG's first iterate ``q = M^-1 res`` and each row's target ``rel^2 rz``."""
+    for i in numba.prange(res.shape[0]):
+        rzi = 0.0
+        for j in range(res.shape[1]):
+            q[i, j] = res[i, j] * inv_diag[i, j]
+            sq[i, j] = scale[i, j] * q[i, j]
+            rzi += res[i, j] * q[i, j]
+        rz[i] = rzi
+        target[i] = rel[i] * rel[i] * rzi
+        done[i] = rz[i] <= target[i]
+
+
+def compiled_cg(product, shift, res, scale, inv_diag, rel, max_iter):
     """:func:`cg` for the gaussian family on the CPU, each iteration's
     elementwise work one compiled pass (the products stay ``product``'s).
 
-    Takes CG's start (numpy rows: ``q = z = M^-1 res``, ``sq = S q``, ``rz``
-    and ``target = rel^2 rz``; ``shift`` is ``lam``, the prior's scaled
-    curvature being 1) and ``done = rz <= target``, which it updates; returns
-    the scaled solution ``z``. Rows done go on improving while they are in
-    the products anyway; they leave once they are half of the rows left.
+    Solves the scaled system for the right-hand side ``res`` (numpy rows;
+    ``shift`` is ``lam``, the prior's scaled curvature being 1); ``res`` is
+    overwritten. Returns the scaled solution ``z`` and which rows reached
+    ``rel``. Rows done go on improving while they are in the products
+    anyway; they leave once they are half of the rows left.
     """
+    n = res.shape[0]
+    q, sq = np.empty_like(res), np.empty_like(res)
+    rz, target, done = np.empty(n, res.dtype), np.empty(n, res.dtype), np.empty(n, np.bool_)
+    _cg_start(res, scale, inv_diag, rel, q, sq, rz, target, done)
     sol = np.zeros_like(q)
     halted = np.zeros_like(done)
-    live = np.arange(q.shape[0])
+    live = np.arange(n)
     rows = (q, sq, res, scale, inv_diag, rz, target, halted, done)
     sol_l = sol
     for _ in range(max_iter):
@@ -178,7 +196,7 @@ def compiled_cg(product, shift, q, sq, res, scale, inv_diag, rz, target, done, m
         q_l, sq_l, res_l, scale_l, inv_l, rz_l, target_l, halted_l, done_l = rows
         _cg_step(product(sq_l), q_l, sq_l, res_l, sol_l, scale_l, shift, inv_l, rz_l, target_l, halted_l, done_l)
     sol[live], done[live] = sol_l, rows[-1]
-    return sol
+    return sol, done
 
 
 def gradient_change(products, g, scale, shift, r, free, z):
@@ -220,12 +238,8 @@ def cg_solve(problem, basis, lam, p, w, r, rhs, rel=1e-12):
 def _compiled_solve(products, scale, shift, diag, rhs, rel):
     """:func:`cg`'s ``(z, ok)`` for ``H d = rhs`` through :func:`compiled_cg`."""
     res = (scale * rhs).contiguous().numpy()
-    scale, inv_diag = scale.contiguous().numpy(), diag.reciprocal().contiguous().numpy()
-    q = res * inv_diag
-    rz = (res * q).sum(1)
-    target = rel**2 * rz
-    done = rz <= target
+    rel = np.full(res.shape[0], rel, res.dtype)
     # shift = lam times the scaled curvature, 1 for every prior solved here: one row holds it
-    z = compiled_cg(lambda v: products(torch.from_numpy(v), None).numpy(), shift[0].contiguous().numpy(),
-                    q, scale * q, res, scale, inv_diag, rz, target, done, CG_MAX)
-    return torch.from_numpy(z), torch.from_numpy(done)
+    z, ok = compiled_cg(lambda v: products(torch.from_numpy(v), None).numpy(), shift[0].contiguous().numpy(),
+                        res, scale.contiguous().numpy(), diag.reciprocal().contiguous().numpy(), rel, CG_MAX)
+    return torch.from_numpy(z), torch.from_numpy(ok)

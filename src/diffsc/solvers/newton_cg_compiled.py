@@ -92,10 +92,10 @@ def _log_step(w, p, lam, grad_loss, curvature, tiny):
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, tol, forcing, tiny,
-             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res, q, sq, rz, target, done):
-    """The gradient, the far KL jumps (:func:`.newton._far`), the scaled
-    system ``(S G S + lam I) z = -S g`` with its Jacobi preconditioner
-    (:func:`diffsc.hessian_cg.scaled_system`) and CG's first iterate."""
+             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res):
+    """The gradient, the far KL jumps (:func:`.newton._far`), and the scaled
+    system ``(S G S + lam I) z = -S g`` (its right-hand side ``res``) with
+    its Jacobi preconditioner (:func:`diffsc.hessian_cg.scaled_system`)."""
     k = w.shape[1]
     for i in numba.prange(w.shape[0]):
         # inexact Newton: relative accuracy min(0.1, sqrt(res)), not finer than tol asks
@@ -115,19 +115,12 @@ def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, tol, forcing, tiny,
                     far_step[i, j] = _log_step(w[i, j], p[j], lam[j], grad_loss[i, j], gii[j], tiny)
                     far[i, j] = abs(far_step[i, j]) > _MAX_MIRROR_STEP
                     far_rows[i] = far_rows[i] or far[i, j]
-        rzi = 0.0
         for j in range(k):
             sc = math.sqrt(_inverse_curvature(prior, w[i, j], p[j]))
             scale[i, j] = sc
             scale_low[i, j] = 0.0 if far[i, j] else sc
             inv_diag[i, j] = 1 / (sc * sc * gii[j] + lam[j])
             res[i, j] = -scale_low[i, j] * g[i, j]
-            q[i, j] = res[i, j] * inv_diag[i, j]
-            sq[i, j] = scale_low[i, j] * q[i, j]
-            rzi += res[i, j] * q[i, j]
-        rz[i] = rzi
-        target[i] = rl * rl * rzi
-        done[i] = rz[i] <= target[i]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -380,13 +373,10 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
     g, scale, far_step = np.empty_like(w), np.empty_like(w), np.empty_like(w)
     far, far_rows = np.empty((n, k), np.bool_), np.empty(n, np.bool_)
     rel = np.empty(n, dtype)
-    scale_low, inv_diag, res, q, sq = (np.empty((n, k), low) for _ in range(5))
-    rz, target = np.empty(n, low), np.empty(n, low)
-    done = np.empty(n, np.bool_)
+    scale_low, inv_diag, res = (np.empty((n, k), low) for _ in range(3))
     _prepare(ch.prior, w, s, grad_loss, ch.lam, ch.p, ch.gii, residual, tol, forcing, ch.tiny,
-             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res, q, sq, rz, target, done)
-    sol = compiled_cg(lambda v: ch.product(v, high=False), ch.lam_low, q, sq, res, scale_low, inv_diag, rz, target,
-                      done, cg_max)
+             g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res)
+    sol, done = compiled_cg(lambda v: ch.product(v, high=False), ch.lam_low, res, scale_low, inv_diag, rel, cg_max)
 
     step = np.empty_like(w)
     _scaled_step(sol, scale, far, step)
