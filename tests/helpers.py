@@ -30,3 +30,12 @@ def random_inputs(family, n, d, generator, dtype=torch.float64):
 def problem_data(family, n=6, d=8, k=5, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return random_inputs(family, n, d, g, dtype), random_basis(d, k, g, dtype)
+
+
+def planted(n, d, k, seed, density=0.05):
+    """Sparse gaussian combinations of unit-norm atoms plus 10% noise, float64."""
+    g = torch.Generator().manual_seed(seed)
+    basis = random_basis(d, k, g)
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g, dtype=torch.float64) < density)
+    clean = codes @ basis.T
+    return clean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) * clean.std(), basis

@@ -8,7 +8,7 @@ import torch
 
 import diffsc
 import diffsc.solvers  # noqa: F401  (the module below, not the function it exports)
-from helpers import problem_data, random_basis
+from helpers import planted, problem_data
 
 import diffsc.hessian_cg as hessian_cg
 import diffsc.solvers.newton_cg_compiled as compiled
@@ -22,14 +22,6 @@ def loop(request, monkeypatch):
     family) the torch loop, checked here on the CPU."""
     monkeypatch.setattr(newton_cg_module, "COMPILED", request.param == "compiled")
     return request.param
-
-
-def _planted(n, d, k, seed):
-    g = torch.Generator().manual_seed(seed)
-    basis = random_basis(d, k, g, torch.float64)
-    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g, dtype=torch.float64) < 0.05)
-    clean = codes @ basis.T
-    return clean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) * clean.std(), basis
 
 
 def _codes(x, basis, solver, **kw):
@@ -53,7 +45,7 @@ def test_same_codes_as_newton(family, prior):
 @pytest.mark.parametrize(("d", "k"), [(16, 64), (64, 40)])  # two products with B; one with G = B^T B
 @pytest.mark.parametrize("prior", ["kl", "signed_kl"])
 def test_planted_problems_both_product_routes(d, k, prior, loop):
-    x, basis = _planted(80, d, k, seed=d)
+    x, basis = planted(80, d, k, seed=d)
     kw = dict(prior=prior, strength=0.05, prior_mean=0.01, tol=1e-10)
     w_cg, info = _codes(x, basis, "newton_cg", **kw)
     assert bool(info.converged.all())
@@ -61,7 +53,7 @@ def test_planted_problems_both_product_routes(d, k, prior, loop):
 
 
 def test_chunks_give_the_same_codes(monkeypatch, loop):
-    x, basis = _planted(50, 16, 32, seed=1)
+    x, basis = planted(50, 16, 32, seed=1)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     whole, _ = _codes(x, basis, "newton_cg", **kw)
     monkeypatch.setattr(newton_cg_module, "CHUNK", 7)
@@ -74,7 +66,7 @@ def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, loop):
     # CG iterations that report failure (one row in three) or stop after two
     # (short of the true residual asked): those rows take the factored
     # Newton step, and the codes are those of the factored solver.
-    x, basis = _planted(40, 16, 32, seed=2)
+    x, basis = planted(40, 16, 32, seed=2)
     kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     factored = []
     module = compiled if loop == "compiled" else newton_cg_module
@@ -121,7 +113,7 @@ def test_ill_conditioned_codes_converge_as_the_factored_solver_does(monkeypatch,
 
 
 def test_float32_codes_reach_their_tolerance(loop):
-    x, basis = _planted(60, 16, 48, seed=4)
+    x, basis = planted(60, 16, 48, seed=4)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01)
     w32, info = _codes(x.float(), basis.float(), "newton_cg", **kw)
     assert w32.dtype == torch.float32 and bool(info.converged.all()) and info.tol == 1e-4
@@ -131,7 +123,7 @@ def test_float32_codes_reach_their_tolerance(loop):
 
 def test_kl_codes_far_below_their_prior_mean(loop):
     # Optima down to e^-116 below p: the steps jump there (newton's _far).
-    x, basis = _planted(20, 16, 32, seed=5)
+    x, basis = planted(20, 16, 32, seed=5)
     kw = dict(prior="kl", strength=1e-2, prior_mean=1.0, tol=1e-10)
     w, info = _codes(x * 10, basis, "newton_cg", **kw)
     assert bool(info.converged.all()) and bool((w > 0).all()) and float(w.min()) < 1e-50
@@ -146,7 +138,7 @@ def test_refuses_to_be_unrolled():
 
 
 def test_float32_phase_then_float64_within_max_iter(monkeypatch, loop):
-    x, basis = _planted(30, 16, 32, seed=6)
+    x, basis = planted(30, 16, 32, seed=6)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     phases = []
     chunk = newton_cg_module._solve_chunk

@@ -9,18 +9,9 @@ import diffsc
 import diffsc.solvers  # noqa: F401  (the module below, not the function it exports)
 import diffsc.solvers.newton_cg_compiled as compiled
 from diffsc.problem import Problem
-from helpers import problem_data, random_basis
+from helpers import planted, problem_data
 
 newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
-
-
-def _planted(n, d, k, seed, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    basis = random_basis(d, k, g, torch.float64)
-    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g, dtype=torch.float64) < 0.1)
-    clean = codes @ basis.T
-    x = clean + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64) * clean.std()
-    return x.to(dtype), basis.to(dtype)
 
 
 def _both(monkeypatch, x, basis, **kw):
@@ -35,7 +26,7 @@ def _both(monkeypatch, x, basis, **kw):
 @pytest.mark.parametrize(("d", "k"), [(12, 40), (40, 24)])  # two products with B; one with G = B^T B
 @pytest.mark.parametrize("prior", ["kl", "signed_kl", "l2"])
 def test_same_codes_and_steps_as_the_torch_loop(monkeypatch, prior, d, k, dtype):
-    x, basis = _planted(70, d, k, seed=d + k, dtype=dtype)
+    x, basis = (v.to(dtype) for v in planted(70, d, k, seed=d + k, density=0.1))
     kw = dict(prior=prior, strength=0.05, prior_mean=0.01)
     (w, info), (w_torch, info_torch) = _both(monkeypatch, x, basis, **kw)
     assert bool(info.converged.all()) and bool(info_torch.converged.all())
@@ -69,7 +60,7 @@ def test_kl_jumps_and_the_floor(monkeypatch):
 
 
 def test_per_atom_strengths_and_means(monkeypatch):
-    x, basis = _planted(40, 16, 24, seed=8)
+    x, basis = planted(40, 16, 24, seed=8, density=0.1)
     g = torch.Generator().manual_seed(0)
     lam = 0.01 + 0.1 * torch.rand(24, generator=g, dtype=torch.float64)
     p = 0.001 + 0.1 * torch.rand(24, generator=g, dtype=torch.float64)
@@ -80,7 +71,7 @@ def test_per_atom_strengths_and_means(monkeypatch):
 
 
 def test_warm_start(monkeypatch):
-    x, basis = _planted(20, 16, 24, seed=9)
+    x, basis = planted(20, 16, 24, seed=9, density=0.1)
     kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     w0, _ = diffsc.sparse_code_with_info(x, basis, solver="newton_cg", **kw)
     (w, info), (_, info_torch) = _both(monkeypatch, x, basis, init=w0 * 1.01, **kw)
