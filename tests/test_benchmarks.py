@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,3 +40,22 @@ def test_profile_smooth_smoke():
     out = _load("profile_smooth").main(["--size", "64x256", "--prior", "kl", "--n", "300"])
     assert out["seconds"] > 0 and 0 < out["mm_share"] < 1
     assert out["steps_max"] >= 1 and min(out["products_per_step"]) >= 1
+
+
+def test_flops_counts_matrix_products_by_dtype():
+    flops = _load("flops")
+    a, b = torch.randn(5, 7), torch.randn(7, 3, dtype=torch.float64)
+    with flops.MatmulFlops() as counted:
+        a @ b.float()
+        torch.addmm(torch.zeros(5, 3, dtype=torch.float64), a.double(), b)
+        (a * 2).sum()  # elementwise: not counted
+    assert counted.flops == {torch.float32: 2 * 5 * 7 * 3, torch.float64: 2 * 5 * 7 * 3}
+
+
+def test_flops_smoke(capsys):
+    (row,) = _load("flops").main(["--smoke"])
+    # float64 codes: B^T x and the last steps' objectives in float64, the first steps and CG in float32
+    assert row["gflop_f32"] > 0 and row["gflop_f64"] > 0 and row["seconds"] > 0
+    assert row["achieved_GFLOPs"] == pytest.approx((row["gflop_f32"] + row["gflop_f64"]) / row["seconds"])
+    assert "300/300 converged" in row["note"]
+    assert "FLOP/s" in capsys.readouterr().out

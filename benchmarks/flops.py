@@ -1,0 +1,131 @@
+"""The smooth-prior solver loop's achieved matrix-multiply FLOP/s, as a share of the device's peak.
+
+Issue 5 asks, on a GPU, for "the solver loop's achieved FLOP/s as a fraction
+of the card's matmul peak"; this measures it on whatever device runs it. For
+each problem of ``codes.py``'s kl section (the planted gaussian problem,
+N = 10,000, the section's ``lam`` for the size, ``p = 0.01``, residual 1e-6,
+float64 codes) and each smooth prior:
+
+- ``gflop_f32``, ``gflop_f64``: the matrix products of one solve, counted by
+  dtype as torch dispatches them (``torch.utils.flop_counter``'s formulas for
+  mm, addmm, bmm). The compiled loop's numba kernels are elementwise and are
+  not counted; nor are the rare factored steps (``torch.linalg``);
+- ``seconds``: the solve's wall time, the median of 3 after an untimed run;
+- ``peak_f32``, ``peak_f64``: the device's matmul rate per dtype, GFLOP/s of
+  a large square product (2048 on a CPU, 8192 on a GPU), the median of 5;
+- ``achieved``: the counted GFLOP over the wall time, and ``of_f32_peak`` its
+  share of the float32 peak (most of the loop's products are float32);
+- ``at_peak``: the share of the wall time the counted products would take at
+  their dtype's peak, ``(gflop_f32 / peak_f32 + gflop_f64 / peak_f64) / seconds``:
+  how close the loop is to being bound by its matrix products alone.
+
+    python benchmarks/flops.py                      # CPU, about a minute
+    python benchmarks/flops.py --device cuda        # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from profile_smooth import STRENGTH  # noqa: E402  (the kl section's strengths)
+
+import diffsc  # noqa: E402
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts the floating-point operations of the matrix products run inside, by dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops[out.dtype] += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype, device, size, repeats=5):
+    """GFLOP/s of a ``size x size`` product in ``dtype``: the median of ``repeats`` after one untimed."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    times = []
+    for i in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        _synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(STRENGTH), help=f"DxK list, of {sorted(STRENGTH)}")
+    parser.add_argument("--priors", default="kl,signed_kl")
+    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--smoke", action="store_true", help="one small run (seconds)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.priors, args.n, args.repeats = "64x256", "kl", 300, 1
+    device = torch.device(args.device)
+    square = 8192 if device.type == "cuda" else 2048
+    peak = {dtype: matmul_peak(dtype, device, 256 if args.smoke else square)
+            for dtype in (torch.float32, torch.float64)}
+
+    rows = []
+    for size in args.sizes.split(","):
+        d, k = map(int, size.split("x"))
+        x, basis = harness.make_problem(args.n, d, k, seed=0)
+        x, basis = x.to(device), basis.to(device)
+        for prior in args.priors.split(","):
+            def solve():
+                return diffsc.sparse_code_with_info(x, basis, family="gaussian", prior=prior, strength=STRENGTH[size],
+                                                    prior_mean=0.01, tol=1e-6)
+
+            solve()  # untimed: compiles, warms the caches
+            seconds, _, (_, info) = harness.measure(solve, args.repeats, args.device)
+            with MatmulFlops() as counted:
+                solve()
+            f32, f64 = counted.flops[torch.float32] / 1e9, counted.flops[torch.float64] / 1e9
+            achieved = (f32 + f64) / seconds
+            rows.append({
+                "problem": size, "n": args.n, "prior": prior, "device": str(device), "seconds": seconds,
+                "gflop_f32": f32, "gflop_f64": f64, "achieved_GFLOPs": achieved,
+                "peak_f32": peak[torch.float32], "peak_f64": peak[torch.float64],
+                "of_f32_peak": achieved / peak[torch.float32],
+                "at_peak": (f32 / peak[torch.float32] + f64 / peak[torch.float64]) / seconds,
+                "note": f"solver {info.solver}, {int(info.converged.sum())}/{args.n} converged",
+            })
+    header = harness.machine_line(args.device)
+    print(f"{header}\nmatrix-multiply FLOP/s of the smooth-prior solver loop\n{harness.text_table(rows)}")
+    if not args.smoke:
+        harness.write_rows(Path(args.out), f"flops-{device.type}", rows, header)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
