@@ -154,6 +154,12 @@ def test_float32_phase_then_float64_within_max_iter(monkeypatch, loop):
     with pytest.warns(diffsc.ConvergenceWarning):
         _, capped = _codes(x, basis, "newton_cg", max_iter=3, **kw)
     assert int(capped.iterations.max()) <= 3
+    # A tolerance float32 reaches itself: float32 aims at it, float64 checks (and finishes)
+    for tol in (1e-6, 1e-3):
+        phases.clear()
+        w, info = _codes(x, basis, "newton_cg", **{**kw, "tol": tol})
+        assert phases == [(torch.float32, tol), (torch.float64, tol)]
+        assert bool(info.converged.all()) and float(info.residual.max()) <= tol
 
 
 def test_kl_codes_near_zero_move_despite_float32(loop):

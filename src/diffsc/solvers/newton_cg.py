@@ -14,10 +14,15 @@ solved only as accurately as the code's residual asks (inexact Newton: its
 relative accuracy ``min(0.1, sqrt(residual))``, enough for quadratic
 convergence, and not beyond what ``tol`` needs).
 
-float64 codes are solved in two phases. The first steps, far from the
-optimum, run entirely in float32 (half the memory traffic and matmul time)
-down to float32's own tolerance (``PHASE_TOL``, residual 1e-4); the rest in
-float64, where the conjugate gradients still run in float32: a Newton
+float64 codes are solved in two phases. The first steps run entirely in
+float32 (half the memory traffic and matmul time): to ``tol`` itself where
+float32 reaches it (``tol >= FLOAT32_REACH``, 1e-6), float64 then only
+checking the codes and finishing the rows it finds short; else to
+``PHASE_TOL`` (1e-4), so that float64's first step is a whole quadratic one.
+(Stopping float32 at 1e-6 on the way to 1e-10 asks float64's first step
+for a direction accurate to 1e-3, beyond float32 on ill-conditioned rows:
+some of ``benchmarks/robustness.py``'s then crawled for hundreds of steps.)
+In float64 the conjugate gradients still run in float32: a Newton
 direction needs a few digits, not sixteen. A float32 direction is judged in
 float64 by the gradient its quadratic model leaves, in the residual's
 infinity norm: CG's recursive residual can drift below what float32
@@ -29,7 +34,9 @@ codes lie below float32's range take the factored step of :mod:`.newton`
 instead. Gradients, objectives and the line search of the second phase are
 float64, so the codes reach the asked residual in their own dtype. Measured
 on the benchmarks' KL problems (``benchmarks/codes.py``): the first phase
-took a fifth to a third off the time; chunks of 512 rows beat 128 to 10,000.
+took a fifth to a third off the time; taking it to ``tol`` (1e-6) rather
+than 1e-4 took another 6-12% off (20-30% at ``tol`` 1e-4); chunks of 512
+rows beat 128 to 10,000.
 ``benchmarks/robustness.py`` compares it with the factored solver on hard
 settings.
 
@@ -58,7 +65,8 @@ from .result import SolveResult, flat
 #: Rows solved together: their (rows, K) vectors stay in cache between products.
 CHUNK = 512
 _FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))
-PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first
+PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first...
+FLOAT32_REACH = 1e-6  # ...or to tol itself, if tol is at least this
 # CG iterations a step may take before its rows are factored instead: the
 # benchmarks' steps take 1-9; an ill-conditioned H would take hundreds.
 _CG_STEP_MAX = 50
@@ -235,17 +243,18 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
     residual = torch.empty(n, dtype=x.dtype, device=x.device)
     shared = _Model(problem, basis, lam, p, low)
-    # float64 codes: the first steps, far from the optimum, entirely in float32
-    # (half the memory traffic), down to float32's own tolerance.
+    # float64 codes: the first steps entirely in float32 (half the memory
+    # traffic), to tol if float32 reaches it; float64 checks and finishes.
     rough = None
-    if low != x.dtype and tol < PHASE_TOL:
+    if low != x.dtype:
         rough = _Model(problem, basis.to(low), lam.to(low), p.to(low), low)
+    rough_tol = tol if tol >= FLOAT32_REACH else PHASE_TOL
     for start in range(0, n, CHUNK):
         rows = slice(start, min(start + CHUNK, n))
         start_w, first = w[rows].clone(), torch.zeros_like(iterations[rows])
         fine = shared.of(x[rows])
         if rough is not None:
-            start_w, first, _ = _solve_chunk(rough.cast(fine), start_w.to(low), PHASE_TOL, min(max_iter, 30))
+            start_w, first, _ = _solve_chunk(rough.cast(fine), start_w.to(low), rough_tol, min(max_iter, 30))
             start_w = problem.prior.project(start_w.to(x.dtype))
         left = max_iter - int(first.max())
         w[rows], its, residual[rows] = _solve_chunk(fine, start_w, tol, left)
