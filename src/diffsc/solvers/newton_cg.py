@@ -35,7 +35,7 @@ instead. Gradients, objectives and the line search of the second phase are
 float64, so the codes reach the asked residual in their own dtype. Measured
 on the benchmarks' KL problems (``benchmarks/codes.py``): the first phase
 took a fifth to a third off the time; taking it to ``tol`` (1e-6) rather
-than 1e-4 took another 6-12% off (20-30% at ``tol`` 1e-4); chunks of 512
+than 1e-4 took another 2-15% off (20-30% at ``tol`` 1e-4); chunks of 512
 rows beat 128 to 10,000.
 ``benchmarks/robustness.py`` compares it with the factored solver on hard
 settings.
