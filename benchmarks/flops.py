@@ -26,9 +26,7 @@ float64 codes) and each smooth prior:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -59,24 +57,13 @@ class MatmulFlops(TorchDispatchMode):
         return out
 
 
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(dtype, device, size, repeats=5):
     """GFLOP/s of a ``size x size`` product in ``dtype``: the median of ``repeats`` after one untimed."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    times = []
-    for i in range(repeats + 1):
-        _synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        _synchronize(device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    a @ b
+    seconds, _, _ = harness.measure(lambda: a @ b, repeats, str(device))
+    return 2 * size**3 / seconds / 1e9
 
 
 def main(argv=None):
