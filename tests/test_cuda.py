@@ -20,7 +20,7 @@ def test_cuda_matches_cpu(family, prior, dtype):
     kw = dict(family=family, prior=prior, strength=0.2, prior_mean=0.05)
     grads = []
     for device in ("cpu", "cuda"):
-        b = basis.to(device).requires_grad_()
+        b = basis.to(device).detach().requires_grad_()  # a leaf on each device
         w = diffsc.sparse_code(x.to(device), b, **kw)
         w.square().sum().backward()
         grads.append((w.detach().cpu(), b.grad.cpu()))

@@ -11,6 +11,7 @@ import diffsc.solvers  # noqa: F401  (the module below, not the function it expo
 from helpers import planted, problem_data
 
 import diffsc.hessian_cg as hessian_cg
+from diffsc.hessian_cg import rows_at_once, rows_in_memory
 import diffsc.solvers.newton_cg_compiled as compiled
 
 newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
@@ -60,6 +61,13 @@ def test_chunks_give_the_same_codes(monkeypatch, loop):
     chunked, info = _codes(x, basis, "newton_cg", **kw)
     assert bool(info.converged.all())
     torch.testing.assert_close(chunked, whole, rtol=1e-8, atol=1e-12)
+
+
+def test_rows_at_once_cache_sized_on_cpu_memory_sized_on_gpu():
+    assert rows_at_once(torch.device("cpu"), 256) == hessian_cg.ROWS
+    # a GPU with 16 GB free: 4 GB for rows of 32 float64 vectors of 256
+    assert rows_in_memory(16e9, 256) == int(4e9) // (32 * 8 * 256) > 10_000
+    assert rows_in_memory(16e9, 10**9, at_least=64) == 64  # never fewer than the CPU's
 
 
 def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, loop):

@@ -25,14 +25,36 @@ import torch
 
 #: Conjugate-gradient iterations per solve, at most.
 CG_MAX = 200
-#: Rows solved together by :func:`cg_solve`: their (rows, K) vectors stay in cache.
+#: Rows solved together by :func:`cg_solve` on the CPU: their (rows, K) vectors stay in cache.
 ROWS = 512
+#: On a GPU, as many rows as fit in this share of the free memory: at 512
+#: rows each of a loop's small operations costs its launch, not its
+#: arithmetic (Newton-CG on an H200: whole batches of 10,000 rows 12-17x
+#: faster than 512-row chunks, of 100,000 rows 1.5-3x faster than 21,000).
+GPU_MEMORY_SHARE = 0.25
+#: A row's peak memory, in float64 vectors of the wider of D, K: 7-20 measured
+#: (``benchmarks/results/cuda``), with margin.
+ROW_VECTORS = 32
 #: numba's fast-math flags for the compiled kernels: reassociation vectorises
 #: the row sums; the no-NaN/no-inf flags are left out, because the kernels
 #: test for both (a curvature that is not > 0, an exp that overflows).
 FASTMATH = {"reassoc", "contract", "nsz"}
 #: Gaussian rows on the CPU take :func:`compiled_cg` in :func:`cg_solve`.
 COMPILED = True
+
+
+def rows_at_once(device, width, cpu_rows=ROWS):
+    """Rows of ``width`` entries to solve together: ``cpu_rows`` on the CPU
+    (and devices other than CUDA), on a GPU as many as its free memory holds."""
+    if device.type != "cuda":
+        return cpu_rows
+    free, _ = torch.cuda.mem_get_info(device)
+    return rows_in_memory(free, width, cpu_rows)
+
+
+def rows_in_memory(free_bytes, width, at_least=ROWS):
+    """Rows whose vectors fit in ``GPU_MEMORY_SHARE`` of ``free_bytes``, at least ``at_least``."""
+    return max(at_least, int(GPU_MEMORY_SHARE * free_bytes) // (ROW_VECTORS * 8 * max(width, 1)))
 
 
 class Products:
@@ -222,8 +244,9 @@ def cg_solve(problem, basis, lam, p, w, r, rhs, rel=1e-12):
     out = torch.empty_like(rhs)
     ok = torch.empty(rhs.shape[0], dtype=torch.bool, device=rhs.device)
     free = torch.ones((), dtype=torch.bool, device=rhs.device)
-    for start in range(0, rhs.shape[0], ROWS):
-        rows = slice(start, min(start + ROWS, rhs.shape[0]))
+    step = rows_at_once(rhs.device, max(basis.shape))
+    for start in range(0, rhs.shape[0], step):
+        rows = slice(start, min(start + step, rhs.shape[0]))
         r_rows = None if products.gram is not None else r[rows]
         scale, shift, diag = scaled_system(problem, basis, lam, p, w[rows], r_rows)
         if compiled:
