@@ -9,7 +9,7 @@ strength ``lam`` is bisected so that diffsc's float64 L1 codes of the first
 ``backward`` sections reuse it, with ``p = 0.01``.
 
 Sections (``--only``; one table each, also written to ``--out`` as
-``codes-<section>.{csv,json,md}``):
+``codes-<section>.{csv,json,md}``, ``codes-<section>-cuda.*`` on a GPU):
 
 - ``l1``: accuracy is the relative objective gap ``(F - F*) / F*`` (float64,
   ``F`` summed over the rows, ``F*`` the lowest ``F`` of a diffsc
@@ -638,6 +638,7 @@ def main(argv=None):
 
     bench, results = Bench(args), {}
     header = harness.machine_line(args.device)
+    on = "" if torch.device(args.device).type == "cpu" else f"-{torch.device(args.device).type}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
         warnings.simplefilter("ignore", SklearnConvergenceWarning)  # judged by the gap instead
@@ -646,11 +647,11 @@ def main(argv=None):
             rows, extra = got if section == "l1" else (got, None)
             results[section] = rows
             print(f"\n{header}\ncodes {section}\n{harness.text_table(rows)}", flush=True)
-            harness.write_rows(args.out, f"codes-{section}", rows, header)
+            harness.write_rows(args.out, f"codes-{section}{on}", rows, header)
             if extra is not None:
                 results["l1_targets"] = extra
                 print(f"\nissue targets (l1)\n{harness.text_table(extra)}", flush=True)
-                harness.write_rows(args.out, "codes-l1-targets", extra, header)
+                harness.write_rows(args.out, f"codes-l1-targets{on}", extra, header)
     return results
 
 

@@ -17,17 +17,21 @@ float64 codes) and each smooth prior:
   share of the float32 peak (most of the loop's products are float32);
 - ``at_peak``: the share of the wall time the counted products would take at
   their dtype's peak, ``(gflop_f32 / peak_f32 + gflop_f64 / peak_f64) / seconds``:
-  how close the loop is to being bound by its matrix products alone.
+  how close the loop is to being bound by its matrix products alone;
+- ``rows``: the rows Newton-CG solves together. ``--rows auto,512`` times
+  both its default (512 on a CPU, the whole batch on a GPU) and 512 rows.
 
     python benchmarks/flops.py                      # CPU, about a minute
-    python benchmarks/flops.py --device cuda        # on a GPU
+    python benchmarks/flops.py --device cuda --rows auto,512   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,6 +43,8 @@ import harness  # noqa: E402
 from profile_smooth import STRENGTH  # noqa: E402  (the kl section's strengths)
 
 import diffsc  # noqa: E402
+from diffsc import hessian_cg  # noqa: E402
+newton_cg = importlib.import_module("diffsc.solvers.newton_cg")  # the module, not the function it exports
 
 
 class MatmulFlops(TorchDispatchMode):
@@ -66,12 +72,25 @@ def matmul_peak(dtype, device, size, repeats=5):
     return 2 * size**3 / seconds / 1e9
 
 
+@contextmanager
+def rows_at_once(rows):
+    """Newton-CG solves ``rows`` rows together, on any device ("auto": its default)."""
+    saved = newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE
+    if rows != "auto":
+        newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE = int(rows), 0
+    try:
+        yield
+    finally:
+        newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE = saved
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(STRENGTH), help=f"DxK list, of {sorted(STRENGTH)}")
     parser.add_argument("--priors", default="kl,signed_kl")
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", default="auto", help="rows Newton-CG solves together: auto and/or numbers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--smoke", action="store_true", help="one small run (seconds)")
@@ -88,19 +107,22 @@ def main(argv=None):
         d, k = map(int, size.split("x"))
         x, basis = harness.make_problem(args.n, d, k, seed=0)
         x, basis = x.to(device), basis.to(device)
-        for prior in args.priors.split(","):
+        for prior, chunk in ((p, r) for p in args.priors.split(",") for r in args.rows.split(",")):
             def solve():
                 return diffsc.sparse_code_with_info(x, basis, family="gaussian", prior=prior, strength=STRENGTH[size],
                                                     prior_mean=0.01, tol=1e-6)
 
-            solve()  # untimed: compiles, warms the caches
-            seconds, _, (_, info) = harness.measure(solve, args.repeats, args.device)
-            with MatmulFlops() as counted:
-                solve()
+            with rows_at_once(chunk):
+                together = hessian_cg.rows_at_once(device, max(d, k), newton_cg.CHUNK)
+                solve()  # untimed: compiles, warms the caches
+                seconds, _, (_, info) = harness.measure(solve, args.repeats, args.device)
+                with MatmulFlops() as counted:
+                    solve()
             f32, f64 = counted.flops[torch.float32] / 1e9, counted.flops[torch.float64] / 1e9
             achieved = (f32 + f64) / seconds
             rows.append({
-                "problem": size, "n": args.n, "prior": prior, "device": str(device), "seconds": seconds,
+                "problem": size, "n": args.n, "prior": prior, "device": str(device), "rows": min(together, args.n),
+                "seconds": seconds,
                 "gflop_f32": f32, "gflop_f64": f64, "achieved_GFLOPs": achieved,
                 "peak_f32": peak[torch.float32], "peak_f64": peak[torch.float64],
                 "of_f32_peak": achieved / peak[torch.float32],

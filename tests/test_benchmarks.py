@@ -53,7 +53,9 @@ def test_flops_counts_matrix_products_by_dtype():
 
 
 def test_flops_smoke(capsys):
-    (row,) = _load("flops").main(["--smoke"])
+    row, small = _load("flops").main(["--smoke", "--rows", "auto,100"])
+    assert (row["rows"], small["rows"]) == (300, 100)  # auto: the CPU's 512, here the whole batch
+    assert "300/300 converged" in small["note"]
     # float64 codes: B^T x and the last steps' objectives in float64, the first steps and CG in float32
     assert row["gflop_f32"] > 0 and row["gflop_f64"] > 0 and row["seconds"] > 0
     assert row["achieved_GFLOPs"] == pytest.approx((row["gflop_f32"] + row["gflop_f64"]) / row["seconds"])
