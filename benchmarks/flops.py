@@ -19,10 +19,18 @@ float64 codes) and each smooth prior:
   their dtype's peak, ``(gflop_f32 / peak_f32 + gflop_f64 / peak_f64) / seconds``:
   how close the loop is to being bound by its matrix products alone;
 - ``rows``: the rows Newton-CG solves together. ``--rows auto,512`` times
-  both its default (512 on a CPU, the whole batch on a GPU) and 512 rows.
+  both its default (512 on a CPU, on a GPU as many as a quarter of its free
+  memory holds) and 512 rows;
+- ``ops``, ``syncs``: the torch operators one solve dispatches, and the host
+  reads among them (``bool(t)``, ``t.item()``). The compiled CPU loop's
+  numba kernels are not among them; ``--torch-loop`` counts, on the CPU,
+  the torch loop that CUDA runs, where each operator is a kernel launch and
+  each host read waits for the GPU.
 
     python benchmarks/flops.py                      # CPU, about a minute
     python benchmarks/flops.py --device cuda --rows auto,512   # on a GPU
+    python benchmarks/flops.py --torch-loop --rows 10000 --sizes 64x256,784x256 --repeats 1
+                                                    # CUDA's loop on the CPU: its ops and syncs
 """
 
 from __future__ import annotations
@@ -47,16 +55,25 @@ from diffsc import hessian_cg  # noqa: E402
 newton_cg = importlib.import_module("diffsc.solvers.newton_cg")  # the module, not the function it exports
 
 
+#: Operators that copy a value to the host: on a GPU each waits for the queue to drain.
+HOST_READS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.item"}
+
+
 class MatmulFlops(TorchDispatchMode):
-    """Counts the floating-point operations of the matrix products run inside, by dtype."""
+    """Counts the floating-point operations of the matrix products run inside,
+    by dtype; and every operator dispatched (``ops``: on a GPU, a kernel
+    launch each, most of them) and the host reads among them (``syncs``)."""
 
     def __init__(self):
         super().__init__()
         self.flops = Counter()
+        self.ops = self.syncs = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.ops += 1
+        self.syncs += str(func._overloadpacket) in HOST_READS
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops[out.dtype] += formula(*args, **kwargs, out_val=out)
@@ -73,15 +90,17 @@ def matmul_peak(dtype, device, size, repeats=5):
 
 
 @contextmanager
-def rows_at_once(rows):
-    """Newton-CG solves ``rows`` rows together, on any device ("auto": its default)."""
-    saved = newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE
+def newton_cg_setting(rows, compiled):
+    """Newton-CG solves ``rows`` rows together, on any device ("auto": its
+    default), with its compiled CPU loop or not."""
+    saved = newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE, newton_cg.COMPILED
+    newton_cg.COMPILED = compiled
     if rows != "auto":
         newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE = int(rows), 0
     try:
         yield
     finally:
-        newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE = saved
+        newton_cg.CHUNK, hessian_cg.GPU_MEMORY_SHARE, newton_cg.COMPILED = saved
 
 
 def main(argv=None):
@@ -92,6 +111,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", default="auto", help="rows Newton-CG solves together: auto and/or numbers")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--torch-loop", action="store_true", help="the torch loop (CUDA's) on the CPU too")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--smoke", action="store_true", help="one small run (seconds)")
     args = parser.parse_args(argv)
@@ -112,7 +132,7 @@ def main(argv=None):
                 return diffsc.sparse_code_with_info(x, basis, family="gaussian", prior=prior, strength=STRENGTH[size],
                                                     prior_mean=0.01, tol=1e-6)
 
-            with rows_at_once(chunk):
+            with newton_cg_setting(chunk, compiled=not args.torch_loop):
                 together = hessian_cg.rows_at_once(device, max(d, k), newton_cg.CHUNK)
                 solve()  # untimed: compiles, warms the caches
                 seconds, _, (_, info) = harness.measure(solve, args.repeats, args.device)
@@ -127,12 +147,14 @@ def main(argv=None):
                 "peak_f32": peak[torch.float32], "peak_f64": peak[torch.float64],
                 "of_f32_peak": achieved / peak[torch.float32],
                 "at_peak": (f32 / peak[torch.float32] + f64 / peak[torch.float64]) / seconds,
+                "ops": counted.ops, "syncs": counted.syncs,
                 "note": f"solver {info.solver}, {int(info.converged.sum())}/{args.n} converged",
             })
     header = harness.machine_line(args.device)
     print(f"{header}\nmatrix-multiply FLOP/s of the smooth-prior solver loop\n{harness.text_table(rows)}")
     if not args.smoke:
-        harness.write_rows(Path(args.out), f"flops-{device.type}", rows, header)
+        loop = "-torch-loop" if args.torch_loop else ""
+        harness.write_rows(Path(args.out), f"flops-{device.type}{loop}", rows, header)
     return rows
 
 

@@ -49,7 +49,10 @@ def test_flops_counts_matrix_products_by_dtype():
         a @ b.float()
         torch.addmm(torch.zeros(5, 3, dtype=torch.float64), a.double(), b)
         (a * 2).sum()  # elementwise: not counted
+        bool((a > 0).any())  # a host read
     assert counted.flops == {torch.float32: 2 * 5 * 7 * 3, torch.float64: 2 * 5 * 7 * 3}
+    # mm, _to_copy (float), addmm, zeros, _to_copy (double), mul, sum, gt, any, the read
+    assert (counted.ops, counted.syncs) == (10, 1)
 
 
 def test_flops_smoke(capsys):
