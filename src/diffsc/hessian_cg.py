@@ -29,7 +29,7 @@ CG_MAX = 200
 ROWS = 512
 #: On a GPU, as many rows as fit in this share of the free memory: at 512
 #: rows each of a loop's small operations costs its launch, not its
-#: arithmetic (Newton-CG on an H200: whole batches of 10,000 rows 12-17x
+#: arithmetic (Newton-CG on an H200: whole batches of 10,000 rows 11-17x
 #: faster than 512-row chunks, of 100,000 rows 1.5-3x faster than 21,000).
 GPU_MEMORY_SHARE = 0.25
 #: A row's peak memory, in float64 vectors of the wider of D, K: 7-20 measured

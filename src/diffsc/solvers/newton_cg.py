@@ -44,7 +44,7 @@ Each step then follows the prior's mirror curve with the backtracking of
 :mod:`.newton` (same ``_far`` jumps, same limits), and the batch is processed
 in chunks of rows, on the CPU 512 rows that stay in cache, on a GPU as many
 as its memory holds (at 512 rows the GPU spends its time launching the
-loop's small operations: the whole batch of 10,000 rows was 12-17x faster
+loop's small operations: the whole batch of 10,000 rows was 11-17x faster
 on an H200, ``benchmarks/results/cuda``); rows that converge leave the
 chunk's work.
 
