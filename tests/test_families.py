@@ -62,3 +62,14 @@ def test_softmax_loss_is_constrained_poisson_per_word(gen):
 def test_unknown_family():
     with pytest.raises(ValueError, match=r"family: unknown family 'laplace'"):
         diffsc.get_family("laplace")
+
+
+def test_softmax_loss_exact_where_eta_is_huge():
+    # Logits 2^56 apart by 16: KL(x || softmax) = log(1 + e^-16) for x on the
+    # larger. logsumexp(eta) - x . eta cancels to the rounding of 2^56 (16):
+    # a line search once took such a point for F = -1e15.
+    family = diffsc.get_family("softmax")
+    eta = torch.tensor([[2.0**56, 2.0**56 - 16, 0.0]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    expected = torch.log1p(torch.exp(torch.tensor(-16.0, dtype=torch.float64)))
+    torch.testing.assert_close(family.loss(x, eta)[0], expected, rtol=1e-8, atol=0)  # log(1 + 1e-7): 1e-9

@@ -105,9 +105,10 @@ class Softmax(Family):
         return torch.softmax(eta, dim=-1)
 
     def loss(self, x, eta):
-        return (
-            torch.logsumexp(eta, dim=-1) - (x * eta).sum(-1) + _xlogx(x).sum(-1)
-        )
+        # -sum x log r with log r = log_softmax(eta), for x summing to 1: not
+        # logsumexp(eta) - x . eta, whose two terms cancel to rounding noise of
+        # |eta| (F of a code e^80 away read -1e15, and a line search took it).
+        return _xlogx(x).sum(-1) - (x * torch.log_softmax(eta, dim=-1)).sum(-1)
 
     def curvature_apply(self, r, u):
         return r * u - r * (r * u).sum(-1, keepdim=True)
