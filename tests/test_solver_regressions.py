@@ -103,3 +103,19 @@ def test_newton_step_systems_solve_where_batched_lu_gave_invalid_pivots():
         torch.set_num_threads(threads)
     assert bool(ok.all())
     torch.testing.assert_close((a @ z.unsqueeze(-1)).squeeze(-1), b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["newton_cg", "newton"])
+def test_saturated_softmax_kl_jumps_stay_finite_in_float32(solver):
+    # lam = 1e-3 with p = 10 (robustness.py's extreme setting): at w = p the
+    # softmax saturates, G_ii vanishes, and the one-coordinate jump of a code
+    # went up by e^86, beyond float32: the slope was -inf, no step was ever
+    # accepted, and every row stopped at its start. Jumps now stay where
+    # lam R(v) <= F.
+    from helpers import problem_data
+
+    x, basis = problem_data("softmax", n=16, d=17, k=72, seed=8, dtype=torch.float32)
+    w, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="kl", strength=1e-3,
+                                           prior_mean=10.0, max_iter=300, solver=solver)
+    assert bool(info.converged.all())
+    assert bool((w != 10.0).any(-1).all())

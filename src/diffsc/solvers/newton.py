@@ -52,12 +52,28 @@ def _far(problem, basis, lam, p, w, r, grad_loss):
     return maybe & (step.abs() > _MAX_MIRROR_STEP), step
 
 
-def _limit(prior, w, p, g, step, far=None, far_step=None):
+def _jump_bound(prior, w, p, f, lam):
+    """The largest rise of a KL code's mirror coordinate that can keep ``F <= f``.
+
+    The loss is >= 0, so ``lam R(v) <= f`` for every code ``v`` of such a
+    point, and ``R(v) >= v`` once ``log(v / p) >= 2``. Where the one-coordinate
+    model's curvature vanishes (a saturated softmax) its jump would overshoot
+    that, to a code that overflows the dtype: an infinite slope, and no step
+    ever accepted.
+    """
+    tiny = torch.finfo(w.dtype).tiny
+    top = prior.mirror((f[:, None] / lam).clamp_min(tiny), p).clamp_min(2.0)  # log(v / p)
+    return top - prior.mirror(w, p)
+
+
+def _limit(prior, w, p, g, step, far=None, far_step=None, f=None, lam=None):
     """The step in mirror coordinates, each entry limited, and its slope.
 
     Limiting entry by entry keeps the large moves of the others; if that
     spoils descent, the whole step is scaled down instead (still Newton's
     direction). The slope ``<g, w'(0)>`` is that of the curve actually taken.
+    Given the rows' objective ``f`` (and ``lam``), no jump goes beyond
+    :func:`_jump_bound`.
     """
     deriv = prior.mirror_derivative(w, p)
     ds = deriv * step
@@ -66,6 +82,8 @@ def _limit(prior, w, p, g, step, far=None, far_step=None):
     limited = ds.clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP)
     velocity = limited / deriv  # w'(0) along the curve taken
     if far is not None:
+        if f is not None:
+            far_step = torch.minimum(far_step, _jump_bound(prior, w, p, f, lam))
         # Jumps to a finite target, nothing to limit. Their tangent would
         # promise a decrease the saturating curve never delivers (e^-700 of
         # a code is its floor), so their slope counts the chord instead.
@@ -108,9 +126,8 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             d = prior.metric_scale(wa, p)
             descent = -d.square() * g if far is None else torch.where(far, 0.0, -d.square() * g)
             step = torch.where(fallback[:, None], descent, step)
-        ds, slope = _limit(prior, wa, p, g, step, far, far_step)
-
         f0 = problem.objective(xa, basis, lam, p, wa)
+        ds, slope = _limit(prior, wa, p, g, step, far, far_step, f0, lam)
         g_norm = g.abs().amax(-1)
         t = torch.ones_like(f0)
         accepted = torch.zeros_like(f0, dtype=torch.bool)

@@ -195,7 +195,7 @@ def _chunk(model, w, tol, max_iter):
             if far is not None:
                 descent = torch.where(far, 0.0, descent)
             step = torch.where(descends[:, None], step, descent)
-        ds, slope = _limit(prior, wa, p, g, step, far, far_step)
+        ds, slope = _limit(prior, wa, p, g, step, far, far_step, fa, lam)
 
         # measured as the residual does: a KL code held at the floor, whose
         # gradient no step changes, must not hide the others' progress
