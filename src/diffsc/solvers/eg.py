@@ -57,9 +57,7 @@ def exponentiated_gradient(problem, x, basis, lam, p, w0, tol, max_iter):
             for _ in range(60):
                 cand = prior.project(wa * torch.exp((-ea[:, None] * g).clamp(max=30)))
                 f_c, eta_c = objective(xa, cand)
-                # a step so small that the codes do not change is none
-                moved = (cand != wa).any(-1)
-                good = (f_c <= fa + _ARMIJO * (g * (cand - wa)).sum(-1)) & moved & ~accepted
+                good = (f_c <= fa + _ARMIJO * (g * (cand - wa)).sum(-1)) & ~accepted
                 w_new = torch.where(good[:, None], cand, w_new)
                 f_new = torch.where(good, f_c, f_new)
                 eta_new = torch.where(good[:, None], eta_c, eta_new)
