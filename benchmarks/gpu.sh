@@ -4,6 +4,9 @@
 #   bash benchmarks/gpu.sh OUT            # CUDA tests, flops.py (N = 10,000 and 100,000),
 #                                         # codes.py kl (one process per size)
 #   bash benchmarks/gpu.sh OUT softmax,backward
+#   bash benchmarks/gpu.sh OUT l1         # scikit-learn's rows skipped (lasso_lars alone takes
+#                                         # ~20 min); SPAMS runs if importable: the device image has
+#                                         # none, carry the spams-bin wheel (.library/device/README.md)
 # flops.py times Newton-CG's default rows at once (on a GPU, as many as a
 # quarter of its free memory holds) against 512 and 100,000; the peers
 # scikit-learn, SPAMS and scipy run on the CPU.
@@ -25,5 +28,7 @@ if [ "$sections" = kl ]; then
         timeout 110 $codes --only kl --kl-sizes $size --out "$out/kl-$size"
     done
 else
-    timeout 420 $codes --only "$sections" --out "$out"
+    skip=""
+    case ",$sections," in *,l1,*) skip="--skip lasso_lars,lasso_cd" ;; esac
+    timeout 420 $codes --only "$sections" $skip --out "$out"
 fi

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("l1", "kl", "softmax", "backward")
 
@@ -95,3 +97,17 @@ def test_codes_smoke(tmp_path, capsys):
                 counts = [r["max_iter"] for r in backward if r["prior"] == prior
                           and r["method"] == f"{mode} {solver}"]
                 assert counts == [10, 20, 30], (prior, solver, mode)
+
+
+def test_skipped_l1_peers_are_rows_that_say_so(tmp_path):
+    # A GPU lease cannot wait for lasso_lars (about 20 minutes at N = 10,000).
+    codes = _load()
+    results = codes.main(["--smoke", "--only", "l1", "--sizes", "16x32", "--skip", "lasso_lars,lasso_cd",
+                          "--out", str(tmp_path)])
+    skipped = [r for r in results["l1"] if r["method"].startswith("sklearn")]
+    assert len(skipped) == 2 and all(r["repeats"] == 0 and "skipped" in r["note"] for r in skipped)
+    assert all(math.isnan(r["seconds"]) for r in skipped)
+    (target,) = results["l1_targets"]
+    assert target["lars_20x"] is None and math.isnan(target["lars_over_diffsc"])
+    with pytest.raises(SystemExit):
+        codes.main(["--smoke", "--only", "l1", "--skip", "lars"])
