@@ -26,20 +26,65 @@ _CHECK_EVERY = 10
 _POLISH_STEPS = 3  # Newton steps per check; each may drop one coefficient per code
 
 
-def _polish(problem, x, basis, lam, p, w):
-    """A Newton step on the support, stopped where a coefficient hits zero."""
-    grad_loss, r = problem.loss_gradient(x, basis, w)
+class _Loss:
+    """``D_L`` and its gradient for some rows of ``x``.
+
+    Gaussian codes with ``K <= 2D`` go through the shared ``G = B^T B`` and
+    ``B^T x``: a gradient is one ``K x K`` product instead of two ``D x K``
+    ones, and ``D_L = 1/2 w^T G w - w^T B^T x + 1/2 |x|^2`` needs no other.
+    ``B^T x`` is kept either way (the residual's scale).
+    """
+
+    def __init__(self, problem, x, basis, xb, gram, half_xx):
+        self.problem, self.x, self.basis, self.xb, self.gram, self.half_xx = problem, x, basis, xb, gram, half_xx
+
+    @classmethod
+    def of(cls, problem, x, basis):
+        d, k = basis.shape
+        if problem.family.name == "gaussian" and k <= 2 * d:
+            return cls(problem, x, basis, x @ basis, basis.T @ basis, 0.5 * x.square().sum(-1))
+        return cls(problem, x, basis, x @ basis, None, None)
+
+    def take(self, idx):
+        half_xx = None if self.half_xx is None else self.half_xx[idx]
+        return _Loss(self.problem, self.x[idx], self.basis, self.xb[idx], self.gram, half_xx)
+
+    def gradient(self, w):
+        """``grad D_L`` at ``w`` and the reconstruction ``r`` (``None`` through ``G``)."""
+        if self.gram is None:
+            return self.problem.loss_gradient(self.x, self.basis, w)
+        return w @ self.gram - self.xb, None
+
+    def value(self, w, grad):
+        """``D_L(w)``, given its gradient there."""
+        if self.gram is None:
+            return self.problem.family.loss(self.x, w @ self.basis.T)
+        return 0.5 * (w * (grad - self.xb)).sum(-1) + self.half_xx
+
+
+def _state(problem, loss, lam, p, w):
+    """``(grad D_L, r, F, residual)`` at the codes ``w``."""
+    grad, r = loss.gradient(w)
+    f = loss.value(w, grad) + (lam * problem.prior.value(w, p)).sum(-1)
+    return grad, r, f, problem.residual(loss.x, loss.basis, lam, p, w, grad, xb=loss.xb)
+
+
+def _polish(problem, loss, lam, p, w, state):
+    """A Newton step on the support, stopped where a coefficient hits zero;
+    kept where it lowers ``F`` (or, below rounding, the residual)."""
+    grad, r, f, residual = state
     signs = torch.sign(w)
-    g = torch.where(w != 0, grad_loss + lam * signs, torch.zeros_like(w))
-    step, ok = hessian_solve(problem, basis, lam, p, w, r, -g)
+    g = torch.where(w != 0, grad + lam * signs, torch.zeros_like(w))
+    # (the gaussian support's system is B_S^T B_S: it needs no reconstruction)
+    step, ok = hessian_solve(problem, loss.basis, lam, p, w, w if r is None else r, -g)
     t, leaving = ratio_test(w, step)
     # The coefficient that stops the step leaves the support exactly.
     cand = problem.prior.project(torch.where(leaving, 0.0, w + t[:, None] * step))
-    better = (
-        problem.objective(x, basis, lam, p, cand) <= problem.objective(x, basis, lam, p, w)
-    ) | (problem.residual(x, basis, lam, p, cand) < problem.residual(x, basis, lam, p, w, grad_loss))
-    keep = ok & better & (cand != w).any(-1)
-    return torch.where(keep[:, None], cand, w), keep
+    new = _state(problem, loss, lam, p, cand)
+    keep = ok & ((new[2] <= f) | (new[3] < residual)) & (cand != w).any(-1)
+    state = tuple(None if old is None else torch.where(keep if old.dim() == 1 else keep[:, None], now, old)
+                  for old, now in zip(state, new))
+    return torch.where(keep[:, None], cand, w), keep, state
 
 
 def fista(problem, x, basis, lam, p, w0, tol, max_iter):
@@ -49,9 +94,10 @@ def fista(problem, x, basis, lam, p, w0, tol, max_iter):
     backtrack = family.curvature_bound is None
     lipschitz = spectral * (1.0 if backtrack else family.curvature_bound)
 
+    loss = _Loss.of(problem, x, basis)
     w = prior.project(w0)
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
-    residual = problem.residual(x, basis, lam, p, w)
+    residual = _state(problem, loss, lam, p, w)[3]
     big_l = torch.full((n,), float(lipschitz), dtype=x.dtype, device=x.device)
     y, t = w, torch.ones_like(big_l)  # momentum state, kept across checks
 
@@ -61,10 +107,11 @@ def fista(problem, x, basis, lam, p, w0, tol, max_iter):
         if not bool(active.any()):
             break
         idx = active.nonzero().squeeze(1)
+        rows = loss.take(idx)
         xa, wa, la, ya, ta = x[idx], w[idx], big_l[idx], y[idx], t[idx]
         steps = min(_CHECK_EVERY, max_iter - done)
         for _ in range(steps):
-            grad_y, _ = problem.loss_gradient(xa, basis, ya)
+            grad_y, _ = rows.gradient(ya)
             cand = prior.prox(ya - grad_y / la[:, None], lam / la[:, None])
             if backtrack:
                 # Sufficient decrease of the smooth part, else double L there.
@@ -94,8 +141,9 @@ def fista(problem, x, basis, lam, p, w0, tol, max_iter):
         done += steps
 
         polished = torch.zeros_like(ta, dtype=torch.bool)
+        state = _state(problem, rows, lam, p, wa)
         for _ in range(_POLISH_STEPS):
-            wa, kept = _polish(problem, xa, basis, lam, p, wa)
+            wa, kept, state = _polish(problem, rows, lam, p, wa, state)
             polished = polished | kept
         ya = torch.where(polished[:, None], wa, ya)
         ta = torch.where(polished, torch.ones_like(ta), ta)
@@ -104,6 +152,6 @@ def fista(problem, x, basis, lam, p, w0, tol, max_iter):
         t = t.index_copy(0, idx, ta)
         big_l = big_l.index_copy(0, idx, la)
         iterations = iterations.index_add(0, idx, torch.full_like(idx, steps))
-        residual = residual.index_copy(0, idx, problem.residual(xa, basis, lam, p, wa))
+        residual = residual.index_copy(0, idx, state[3])
 
     return SolveResult(w, iterations, residual, residual <= tol, "fista", tol)
