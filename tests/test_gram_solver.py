@@ -27,6 +27,9 @@ def _residual(prior, x, basis, lam, w):
 def test_default_for_gaussian_l1_on_cpu_only():
     gaussian_l1 = diffsc.Problem.of("gaussian", "l1")
     assert default_solver(gaussian_l1) == "gram"
+    on_gpu = torch.empty(2, 3, device="meta")  # any device but the CPU
+    assert default_solver(gaussian_l1, on_gpu) == "fista"  # few launches, few host reads
+    assert default_solver(gaussian_l1, on_gpu, differentiable=True) == "active_set"
     assert default_solver(gaussian_l1, differentiable=True) == "active_set"  # unrolled autograd
     assert default_solver(diffsc.Problem.of("softmax", "l1")) == "active_set"
     assert default_solver(diffsc.Problem.of("gaussian", "kl")) == "newton_cg"

@@ -37,12 +37,16 @@ def default_solver(problem, x=None, differentiable=False) -> str:
     prior (maximum likelihood: ``H`` may be singular, where conjugate gradients
     pick another of the minimisers than the factored step); for L1 the compiled
     Gram solver where it applies (gaussian, CPU, no autograd through the
-    iterations), else the torch active set."""
+    iterations), gaussian codes on other devices FISTA, else the torch active
+    set. (On a GPU each torch operator is a kernel launch and each host read
+    a wait: the active set's one atom an iteration costs 11-60x the
+    launches of FISTA and 420-780x its host reads, counted by
+    ``benchmarks/flops.py --priors l1``, and took 0.85-1.8 s on an H200.)"""
     if not problem.l1:
         return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
     cpu = x is None or x.device.type == "cpu"
-    if problem.family.name == "gaussian" and cpu and not differentiable:
-        return "gram"
+    if problem.family.name == "gaussian" and not differentiable:
+        return "gram" if cpu else "fista"
     return "active_set"
 
 
