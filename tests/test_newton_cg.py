@@ -187,3 +187,31 @@ def test_kl_codes_near_zero_move_despite_float32(loop):
                 w, info = _codes(x, basis, "newton_cg", prior="kl", strength=lam, prior_mean=p, max_iter=300)
                 assert bool(info.converged.all()) and int(info.iterations.max()) < 60
                 return
+
+
+@pytest.mark.parametrize("prior", ["kl", "signed_kl"])
+def test_ridge_start_same_codes_fewer_steps(monkeypatch, prior, loop):
+    x, basis = planted(200, 48, 64, seed=5)  # K > D: the ridge from x itself
+    kw = dict(prior=prior, strength=0.05, prior_mean=0.01, tol=1e-10)
+    ridge, info = _codes(x, basis, "newton_cg", **kw)
+    gram_x, gram_basis = planted(200, 96, 64, seed=5)  # K <= D: from B^T x
+    _, gram_info = _codes(gram_x, gram_basis, "newton_cg", **kw)
+    monkeypatch.setattr(newton_cg_module._RidgeStart, "of", classmethod(lambda cls, *args: None))
+    plain, plain_info = _codes(x, basis, "newton_cg", **kw)
+    _, gram_plain = _codes(gram_x, gram_basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and bool(gram_info.converged.all())
+    torch.testing.assert_close(ridge, plain, rtol=1e-6, atol=1e-10)
+    assert info.iterations.float().mean() < plain_info.iterations.float().mean()
+    assert gram_info.iterations.float().mean() < gram_plain.iterations.float().mean()
+
+
+def test_ridge_start_only_for_the_default_start_of_gaussian_kl_codes():
+    problem = diffsc.Problem.of("gaussian", "kl")
+    basis, lam, p = torch.randn(5, 8, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), \
+        torch.tensor(0.01, dtype=torch.float64)
+    default = problem.prior.initial(p, (3, 8), basis)
+    start = newton_cg_module._RidgeStart.of
+    assert start(problem, basis, lam, p, default, torch.float32) is not None
+    assert start(problem, basis, lam, p, default + 1, torch.float32) is None  # a user's start is kept
+    assert start(diffsc.Problem.of("gaussian", "l2"), basis, lam, p, default * 0, torch.float32) is None
+    assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, default, torch.float32) is None
