@@ -1,5 +1,6 @@
 """Smoke runs of the benchmarks so they cannot rot (numbers are not asserted)."""
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -64,3 +65,13 @@ def test_flops_smoke(capsys):
     assert row["achieved_GFLOPs"] == pytest.approx((row["gflop_f32"] + row["gflop_f64"]) / row["seconds"])
     assert "300/300 converged" in row["note"]
     assert "FLOP/s" in capsys.readouterr().out
+
+
+def test_ridge_start_smoke(capsys):
+    ridge = importlib.import_module("diffsc.solvers.newton_cg")._RidgeStart
+    original = ridge.of
+    rows = _load("ridge_start").main(["--smoke"])
+    assert len(rows) == 1 and rows[0]["converged"]
+    assert rows[0]["ridge_seconds"] > 0 and rows[0]["plain_steps"] >= 1
+    assert ridge.of == original  # the ridge start is put back for the other tests
+    assert "ridge start" in capsys.readouterr().out
