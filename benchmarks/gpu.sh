@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu.sh OUT l1         # scikit-learn's rows skipped (lasso_lars alone takes
 #                                         # ~20 min); SPAMS runs if importable: the device image has
 #                                         # none, carry the spams-bin wheel (.library/device/README.md)
+#   bash benchmarks/gpu.sh OUT learning   # learning.py --device cuda; MNIST from $DIFFSC_DATA,
+#                                         # by default .data (git ignores it: copy the two train-*
+#                                         # files of ../shared/data/mnist to .data/mnist and carry .data)
 # flops.py times Newton-CG's default rows at once (on a GPU, as many as a
 # quarter of its free memory holds) against 512 and 100,000; the peers
 # scikit-learn, SPAMS and scipy run on the CPU.
@@ -27,6 +30,8 @@ if [ "$sections" = kl ]; then
     for size in 64x256 64x512 784x256; do
         timeout 110 $codes --only kl --kl-sizes $size --out "$out/kl-$size"
     done
+elif [ "$sections" = learning ]; then
+    DIFFSC_DATA=${DIFFSC_DATA:-$PWD/.data} timeout 500 python3 benchmarks/learning.py --device cuda --out "$out"
 else
     skip=""
     case ",$sections," in *,l1,*) skip="--skip lasso_lars,lasso_cd" ;; esac

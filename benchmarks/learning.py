@@ -37,6 +37,8 @@ Commands (defaults: lam=0.5, about 8% non-zero codes; E=2; diffsc batch 256,
     python benchmarks/learning.py                     # N=60000, K=256: minutes (sklearn dominates)
     python benchmarks/learning.py --batch-size 512
     python benchmarks/learning.py --smoke             # N=2000, K=32, E=1: seconds, run by the tests
+    python benchmarks/learning.py --device cuda       # diffsc (and every evaluation) on a GPU,
+                                                      # the peers on that machine's CPU; not yet run
 
 Reading the table: a peer's row gives its total fit time and final ``J``. A
 ``diffsc -> <peer>`` row gives diffsc's training time at its first checkpoint
@@ -49,7 +51,8 @@ The last row is diffsc's final checkpoint (its note: non-zero codes, J at
 the start, largest atom norm, unconverged evaluation codes). Single runs on a
 shared machine: times vary between runs. Results go to ``--out``:
 ``learning.{csv,json,md}``, ``learning_curve.csv`` (diffsc's checkpoints)
-and ``learning.png`` (``J`` against training seconds, peers' final points).
+and ``learning.png`` (``J`` against training seconds, peers' final points);
+``learning-cuda*`` with ``--device cuda``, whose clock waits for the GPU.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def parse(argv):
     p.add_argument("--smoke", action="store_true", help="N=2000, K=32, E=1: seconds")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default $DIFFSC_DATA)")
+    p.add_argument("--device", default="cpu", help="diffsc's device, e.g. cuda (the peers run on the CPU)")
     args = p.parse_args(argv)
     if args.smoke:
         args.n, args.k, args.epochs, args.batch_size, args.passes = 2000, 32, 1, 256, 2
@@ -118,7 +122,7 @@ def project(basis: torch.Tensor) -> tuple[torch.Tensor, float]:
 def evaluate(x: torch.Tensor, basis, lam: float, chunk: int = 4096) -> dict:
     """``J`` (float64 sum of float32 terms), mean fraction of non-zero codes, unconverged codes."""
     basis = torch.as_tensor(np.ascontiguousarray(basis) if isinstance(basis, np.ndarray) else basis)
-    basis, largest = project(basis.to(torch.float32).contiguous())
+    basis, largest = project(basis.to(x.device, torch.float32).contiguous())
     total, nonzero, unconverged = 0.0, 0, 0
     with torch.no_grad(), warnings.catch_warnings():
         # Counted from the solver's own diagnostics instead (the "note" column).
@@ -225,6 +229,11 @@ def installed(module: str) -> bool:
 def run_diffsc(x: torch.Tensor, args, goal: float):
     """Online learning with checkpoints: ``[(training seconds, evaluation)]``, last basis."""
     problem = Problem.of("gaussian", "l1")
+
+    def now():  # a GPU's queued work is finished first
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        return time.perf_counter()
     n = x.shape[0]
     batches = -(-n // args.batch_size)
     every = max(1, round(batches / args.checkpoints))
@@ -237,14 +246,14 @@ def run_diffsc(x: torch.Tensor, args, goal: float):
     BasisLearner(problem, spare, check_parameter(args.strength, "strength", spare),
                  check_parameter(0.01, "prior_mean", spare)).online_step(target[: args.batch_size])
 
-    clock = time.perf_counter()
+    clock = now()
     generator = torch.Generator().manual_seed(args.seed)
     basis = initial_basis(target, args.k, problem.family, generator)
     lam = check_parameter(args.strength, "strength", basis)
     p = check_parameter(0.01, "prior_mean", basis)  # unused by L1
     learner = BasisLearner(problem, basis, lam, p)
     learner.window = online_window(n, args.batch_size)  # as learn_basis does
-    elapsed = time.perf_counter() - clock
+    elapsed = now() - clock
 
     def checkpoint(elapsed):
         checkpoints.append((elapsed, evaluate(x, learner.basis, args.strength)))
@@ -254,17 +263,17 @@ def run_diffsc(x: torch.Tensor, args, goal: float):
     step = 0
     done = False
     for _ in range(args.passes):
-        clock = time.perf_counter()
+        clock = now()
         order = torch.randperm(n, generator=generator)
         for i, start in enumerate(range(0, n, args.batch_size), 1):
             learner.online_step(target[order[start : start + args.batch_size]])
             step += 1
             if i % every == 0 or i == batches:  # every 1/checkpoints of a pass, and at its end
-                elapsed += time.perf_counter() - clock
+                elapsed += now() - clock
                 done = checkpoint(elapsed)
                 if done:
                     break
-                clock = time.perf_counter()
+                clock = now()
         if done:
             break
     return checkpoints, learner.basis, step / batches
@@ -362,7 +371,7 @@ def main(argv=None) -> list[dict]:
     images, _ = load_mnist("train", args.data_dir)  # FileNotFoundError names what is missing
     x = np.ascontiguousarray(images[: args.n], dtype=np.float32)
     args.n = x.shape[0]
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(args.device)  # diffsc's learning and every evaluation run there
 
     peers = {}
     skipped = []
@@ -381,7 +390,7 @@ def main(argv=None) -> list[dict]:
 
     rows = compare(peers, checkpoints, args, passes_done)
     header = (
-        f"{harness.machine_line()}\n"
+        f"{harness.machine_line(args.device)}\n"
         f"MNIST train N={args.n} D=784 K={args.k} gaussian/L1 lambda={args.strength} float32; "
         f"peers {args.epochs} epochs, batch 256; diffsc batch {args.batch_size}, "
         f"{args.checkpoints} checkpoints/pass, at most {args.passes} passes"
@@ -390,9 +399,10 @@ def main(argv=None) -> list[dict]:
         header += "\nskipped: " + "; ".join(skipped)
     print(header)
     print(harness.text_table(rows))
-    harness.write_rows(args.out, "learning", rows, header)
-    write_curve(args.out / "learning_curve.csv", checkpoints)
-    plot(args.out / "learning.png", checkpoints, peers,
+    name = "learning" if xt.device.type == "cpu" else f"learning-{xt.device.type}"
+    harness.write_rows(args.out, name, rows, header)
+    write_curve(args.out / f"{name}_curve.csv", checkpoints)
+    plot(args.out / f"{name}.png", checkpoints, peers,
          f"MNIST N={args.n}, K={args.k}, lambda={args.strength}, float32")
     return rows
 
