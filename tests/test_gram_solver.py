@@ -135,3 +135,19 @@ def test_compiled_support_solve_equals_torch():
     assert bool((ok == ok_ref).all()) and not bool(ok[:3].any()) and bool(ok[3:].all())
     torch.testing.assert_close(ours[ok], reference[ok], rtol=1e-9, atol=1e-10)
     assert bool((ours[~support] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fista_the_gpu_default_gives_the_cpu_codes_and_gradients(dtype):
+    """FISTA (gaussian L1 off the CPU) against the CPU's Gram solver, at
+    ``tests/test_cuda.py``'s tolerances, so a GPU's codes match the CPU's."""
+    x, basis = problem_data("gaussian", n=64, d=20, k=16, dtype=dtype)
+    out = []
+    for solver in ("gram", "fista"):
+        b = basis.detach().clone().requires_grad_()
+        codes = diffsc.sparse_code(x, b, prior="l1", strength=0.2, solver=solver)
+        codes.square().sum().backward()
+        out.append((codes.detach(), b.grad))
+    tol = dict(rtol=1e-3, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(out[1][0], out[0][0], **tol)
+    torch.testing.assert_close(out[1][1], out[0][1], **tol)
