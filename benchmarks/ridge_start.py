@@ -2,7 +2,7 @@
 
 Gaussian KL and signed-KL codes asked to start at the prior's minimiser
 start from the ridge codes ``(G + lam I)^{-1} B^T x`` (``diffsc.solvers.
-newton_cg._RidgeStart``). For each problem of ``codes.py``'s kl section (the
+newton_cg._RidgeStart``; off with ``newton_cg.RIDGE_START``). For each problem of ``codes.py``'s kl section (the
 planted problem, N = 10,000, the section's ``lam``, ``p = 0.01``, residual
 ``--tol``, float64) and each prior, the two starts are timed alternately,
 ``--repeats`` times each (times on these shared machines drift by 10-25%
@@ -30,12 +30,6 @@ from profile_smooth import STRENGTH  # noqa: E402  (the kl section's strengths)
 import diffsc  # noqa: E402
 
 newton_cg = importlib.import_module("diffsc.solvers.newton_cg")  # the module, not the function it exports
-RIDGE = newton_cg._RidgeStart.of
-
-
-def _start(ridge: bool):
-    """Newton-CG with its ridge start, or with the start it is asked for."""
-    newton_cg._RidgeStart.of = RIDGE if ridge else classmethod(lambda cls, *args: None)
 
 
 def main(argv=None):
@@ -63,7 +57,7 @@ def main(argv=None):
                 times, steps = {True: [], False: []}, {}
                 for _ in range(args.repeats):
                     for ridge in (True, False):
-                        _start(ridge)
+                        newton_cg.RIDGE_START = ridge
                         start = time.perf_counter()
                         _, info = diffsc.sparse_code_with_info(x, basis, **options)
                         times[ridge].append(time.perf_counter() - start)
@@ -77,7 +71,7 @@ def main(argv=None):
                     "converged": bool(steps[True].converged.all() and steps[False].converged.all()),
                 })
     finally:
-        _start(True)
+        newton_cg.RIDGE_START = True
     header = harness.machine_line()
     print(f"{header}\nNewton-CG from the ridge start and from the prior's minimiser "
           f"(median of {args.repeats}, alternating)\n{harness.text_table(rows)}")

@@ -80,6 +80,8 @@ _TINY_SCALE = 1e-37  # about float32's smallest normal number
 _ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
 #: Gaussian codes on the CPU take the compiled loop (:mod:`.newton_cg_compiled`).
 COMPILED = True
+#: Gaussian KL and signed-KL codes left at the prior's minimiser start from the ridge codes.
+RIDGE_START = True
 
 
 class _Model:
@@ -255,7 +257,7 @@ class _RidgeStart:
     def of(cls, problem, basis, lam, p, w0, dtype):
         """The ridge start where it applies to the start ``w0``, else None."""
         prior = problem.prior
-        if problem.family.name != "gaussian" or prior.name not in ("kl", "signed_kl"):
+        if not RIDGE_START or problem.family.name != "gaussian" or prior.name not in ("kl", "signed_kl"):
             return None
         if not bool((w0 == prior.initial(p, w0.shape, w0)).all()):
             return None
