@@ -128,14 +128,15 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     their support solve an identity block. With ``ridge``, a singular system
     (a support of more than ``D`` atoms, or twin atoms) is solved with
     ``1e-8`` of its mean diagonal added: a descent direction for a solver,
-    where the backward pass reports the singularity instead.
+    where the backward pass reports the singularity instead. ``r`` may be
+    None where the family's Gram is shared (gaussian).
     """
     n, k = rhs.shape
     counts = support.sum(1)
     # Within a row: support indices first (ascending), then the rest.
     order = torch.argsort((~support).to(torch.int8), dim=1, stable=True)
     by_size = torch.argsort(counts)
-    full_gram = family.gram(basis, r[:0]) if family.shared_gram else None
+    full_gram = family.gram(basis, None) if family.shared_gram else None  # needs no reconstruction
     out, oks = [], []
     start = 0
     while start < n:

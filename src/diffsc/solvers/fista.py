@@ -75,8 +75,7 @@ def _polish(problem, loss, lam, p, w, state):
     grad, r, f, residual = state
     signs = torch.sign(w)
     g = torch.where(w != 0, grad + lam * signs, torch.zeros_like(w))
-    # (the gaussian support's system is B_S^T B_S: it needs no reconstruction)
-    step, ok = hessian_solve(problem, loss.basis, lam, p, w, w if r is None else r, -g)
+    step, ok = hessian_solve(problem, loss.basis, lam, p, w, r, -g)  # r None: gaussian, B_S^T B_S
     t, leaving = ratio_test(w, step)
     # The coefficient that stops the step leaves the support exactly.
     cand = problem.prior.project(torch.where(leaving, 0.0, w + t[:, None] * step))
