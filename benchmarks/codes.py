@@ -36,8 +36,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
   (KL only; ``max_iter`` capped at 4x the iterations that take
   ``--eg-budget`` s at the pace of its first 10, since later ones are
   cheaper; the note counts converged codes); scipy
-  L-BFGS-B per example on the first 200 rows (objective in numpy for the
-  gaussian family, stopped at the gradient that guarantees residual <= 1e-6;
+  L-BFGS-B per example on the first 200 rows (numpy objective, numpy's
+  BLAS one thread, stopped at the gradient that guarantees residual <= 1e-6;
   see ``lbfgsb``), its time extrapolated to N (it was 20 rows: a
   signed-KL run of 30-70 ms, whose time varied 1.7x between runs);
   diffsc L1 float64 (tol 1e-6) on the same problem, whose note gives the KL
@@ -45,8 +45,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
 - ``softmax``: text-like counts, V=5000 words, K=100, N=2000 200-word
   documents, ``lam = 0.001`` (``--softmax-strength``; at 0.1 every L1 code
   of these documents is zero), ``p = 0.01``, residual <= 1e-6: diffsc KL
-  default (Newton-CG), factored Newton and EG, L-BFGS-B (20 rows,
-  extrapolated), diffsc L1 default and FISTA (the note gives the L1 codes'
+  default (Newton-CG), factored Newton and EG, L-BFGS-B (200 rows, as in
+  ``kl``), diffsc L1 default and FISTA (the note gives the L1 codes'
   non-zeros).
 - ``backward``: gaussian 64x256, N=10000, l1 and kl, float64; the gradient of
   ``(codes * G).sum()`` (fixed random ``G``) w.r.t. the basis. Rows: the
@@ -98,6 +98,7 @@ from pathlib import Path
 import numpy as np
 import scipy.optimize
 import torch
+from threadpoolctl import threadpool_limits
 
 import diffsc
 
@@ -186,23 +187,45 @@ def converged_note(info):
             f"{int(info.converged.sum())}/{n} converged")
 
 
-def _numpy_objective(prior, x_row, basis, gram, lam, p):
-    """``F`` and its gradient for one gaussian row, in numpy (no torch per call).
+def _prior_terms(prior, w, p):
+    """``R(w)`` summed and ``grad R(w)`` of the KL or signed-KL prior, in numpy."""
+    if prior == "kl":
+        s = np.log(w / p)
+        return (w * s - w + p).sum(), s
+    s = np.arcsinh(w / (2 * p))  # signed_kl
+    return (w * s - np.sqrt(w * w + 4 * p * p) + 2 * p).sum(), s
 
-    Written out here, independent of diffsc: ``1/2 w^T G w - c^T w + 1/2 |x|^2
-    + lam R(w)`` with ``G = B^T B``, ``c = B^T x``.
+
+def _numpy_objective(family, prior, x_row, basis, gram, lam, p):
+    """``F`` and its gradient for one row, in numpy (no torch per call), and
+    ``|B^T x|_inf`` (a term of the residual's scale).
+
+    Written out here, independent of diffsc. Gaussian: ``1/2 w^T G w - c^T w
+    + 1/2 |x|^2 + lam R(w)`` with ``G = B^T B``, ``c = B^T x``. Softmax (``x``
+    a type, summing to 1): ``sum x log x - x^T log softmax(B w) + lam R(w)``,
+    whose loss gradient is ``B^T (softmax(B w) - x)``.
     """
-    c, half = basis.T @ x_row, 0.5 * x_row @ x_row
+    c = basis.T @ x_row
+    if family == "gaussian":
+        half = 0.5 * x_row @ x_row
+
+        def loss(w):
+            gw = gram @ w
+            return 0.5 * w @ gw - c @ w + half, gw - c
+    else:
+        seen = x_row > 0
+        entropy = x_row[seen] @ np.log(x_row[seen])
+
+        def loss(w):
+            eta = basis @ w
+            top = eta.max()
+            log_r = eta - top - np.log(np.exp(eta - top).sum())
+            return entropy - x_row @ log_r, basis.T @ np.exp(log_r) - c
 
     def f(w):
-        gw = gram @ w
-        if prior == "kl":
-            s = np.log(w / p)
-            value = w * s - w + p
-        else:  # signed_kl
-            s = np.arcsinh(w / (2 * p))
-            value = w * s - np.sqrt(w * w + 4 * p * p) + 2 * p
-        return 0.5 * w @ gw - c @ w + half + lam * value.sum(), gw - c + lam * s
+        value, grad = loss(w)
+        prior_value, prior_grad = _prior_terms(prior, w, p)
+        return value + lam * prior_value, grad + lam * prior_grad
 
     return f, np.abs(c).max()
 
@@ -212,36 +235,29 @@ def lbfgsb(scorer, rows, tol):
 
     Stops at ``gtol = tol * |B^T x|_inf``: ``|B^T x|_inf`` is one of the terms
     of the residual's scale (:meth:`diffsc.Problem.residual`), so that gradient
-    means residual <= tol, without running far past it. The gaussian family's
-    objective is numpy (a call costs microseconds, not the tens a few torch
-    ops on one row take); others use diffsc's torch objective.
+    means residual <= tol, without running far past it. The objective is
+    numpy (:func:`_numpy_objective`): a call costs microseconds, not the tens
+    that a few torch operators on one row take. numpy's BLAS runs one thread:
+    its matrix-vector products are small, and with two threads beside
+    torch's it was 1.3-1.6x slower on the gaussian problems and 50x on the
+    softmax one (each thread waits on the other's, on two cores).
     """
-    problem, basis, lam, p = scorer.problem, scorer.basis, scorer.lam, scorer.p
+    family, prior = scorer.problem.family.name, scorer.problem.prior.name
+    basis, lam, p = scorer.basis.numpy(), float(scorer.lam), float(scorer.p)
+    gram = basis.T @ basis if family == "gaussian" else None
+    with threadpool_limits(1, user_api="blas"):
+        return np.stack([_lbfgsb_row(family, prior, scorer.x[i].numpy(), basis, gram, lam, p, tol)
+                         for i in range(rows)])
+
+
+def _lbfgsb_row(family, prior, x_row, basis, gram, lam, p, tol):
+    f, scale = _numpy_objective(family, prior, x_row, basis, gram, lam, p)
     k = basis.shape[1]
-    kl = problem.prior.name == "kl"
-    bounds = [(1e-300, None)] * k if kl else None
-    gaussian = problem.family.name == "gaussian"
-    basis_np = basis.numpy()
-    gram = basis_np.T @ basis_np if gaussian else None
-    out = np.empty((rows, k))
-    for i in range(rows):
-        row = scorer.x[i : i + 1]
-        if gaussian:
-            f, scale = _numpy_objective(problem.prior.name, row[0].numpy(), basis_np, gram, float(lam), float(p))
-        else:
-            scale = float((row @ basis).abs().max())
-
-            def f(w):
-                wt = torch.from_numpy(w)[None]
-                grad_loss, _ = problem.loss_gradient(row, basis, wt)
-                grad = grad_loss + lam * problem.prior.grad(wt, p)
-                return float(problem.objective(row, basis, lam, p, wt)), grad[0].numpy()
-
-        start = np.full(k, float(p)) if kl else np.zeros(k)
-        res = scipy.optimize.minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                                      options={"gtol": tol * scale, "ftol": 0, "maxiter": 20000})
-        out[i] = res.x
-    return out
+    kl = prior == "kl"
+    start, bounds = (np.full(k, p), [(1e-300, None)] * k) if kl else (np.zeros(k), None)
+    res = scipy.optimize.minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                                  options={"gtol": tol * scale, "ftol": 0, "maxiter": 20000})
+    return res.x
 
 
 def plain_fista(x, basis, lam, done, max_iter, chunk=10):
@@ -505,7 +521,7 @@ class Bench:
         for size in self.args.kl_sizes:
             x, basis = self.data(size)
             lam, _ = self.strength(size)
-            got = self._smooth("kl", size, x, basis, lam, ("kl", "signed_kl"), (None,), self.args.kl_lbfgs_rows)
+            got = self._smooth("kl", size, x, basis, lam, ("kl", "signed_kl"), (None,), self.args.lbfgs_rows)
             got[0]["note"] += f"; lam={lam:.4g}, p={PRIOR_MEAN}"
             rows += got
         return rows
@@ -639,8 +655,7 @@ def parse(argv):
         parser.error(f"--skip: unknown peers {sorted(args.skip - {'lasso_lars', 'lasso_cd'})}; choose lasso_lars, lasso_cd")
     args.sizes = args.sizes.split(",")
     args.kl_sizes = args.kl_sizes.split(",")
-    args.kl_lbfgs_rows = 5 if smoke else 200  # numpy objective: 1-40 ms a row
-    args.lbfgs_rows = 5 if smoke else 20  # softmax: diffsc's torch objective, much slower
+    args.lbfgs_rows = 5 if smoke else 200  # 0.6-20 ms a row
     args.fista_max_iter = 5000
     args.softmax_v, args.softmax_k, args.softmax_n = (300, 30, 100) if smoke else (5000, 100, 2000)
     args.backward_size = args.sizes[0] if smoke else "64x256"

@@ -111,3 +111,31 @@ def test_skipped_l1_peers_are_rows_that_say_so(tmp_path):
     assert target["lars_20x"] is None and math.isnan(target["lars_over_diffsc"])
     with pytest.raises(SystemExit):
         codes.main(["--smoke", "--only", "l1", "--skip", "lars"])
+
+
+@pytest.mark.parametrize("family", ["gaussian", "softmax"])
+@pytest.mark.parametrize("prior", ["kl", "signed_kl"])
+def test_lbfgsb_objective_is_diffsc_objective(family, prior):
+    # The L-BFGS-B peer minimises its own numpy objective: it must be F, with F's gradient.
+    import numpy as np
+    import torch
+
+    codes = _load()
+    x, basis = codes.harness.make_problem(3, 40, 12, seed=1, family=family)
+    scorer = codes.Scorer(family, prior, x, basis, 0.05)
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.001, 0.5, size=12) * (1 if prior == "kl" else rng.choice([-1, 1], size=12))
+    b = scorer.basis.numpy()
+    f, scale = codes._numpy_objective(family, prior, scorer.x[1].numpy(), b, b.T @ b, 0.05, codes.PRIOR_MEAN)
+    value, grad = f(w)
+
+    problem, row, wt = scorer.problem, scorer.x[1:2], torch.from_numpy(w)[None]
+    expected = float(problem.objective(row, scorer.basis, scorer.lam, scorer.p, wt))
+    grad_loss, _ = problem.loss_gradient(row, scorer.basis, wt)
+    expected_grad = (grad_loss + scorer.lam * problem.prior.grad(wt, scorer.p))[0].numpy()
+    assert value == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    assert scale == pytest.approx(float((row @ scorer.basis).abs().max()))
+    # and the peer reaches diffsc's codes
+    solved = codes.lbfgsb(scorer, 3, 1e-6)
+    assert scorer.residual(solved, 3) < 1e-3
