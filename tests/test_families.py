@@ -32,6 +32,19 @@ def test_curvature_is_jacobian_of_transfer(name, gen):
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_block_gram_is_the_hessian_block_of_those_atoms(name, gen):
+    family = diffsc.get_family(name)
+    basis = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    eta = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    idx = torch.tensor([[3, 0, 4], [1, 2, 1]])  # each row's own atoms, in any order
+    blocks = family.block_gram(basis.T[idx], family.transfer(eta))
+    for row in range(2):
+        jac = torch.autograd.functional.jacobian(family.transfer, eta[row])
+        cols = basis[:, idx[row]]
+        torch.testing.assert_close(blocks[row], cols.T @ jac @ cols)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_loss_is_a_divergence(name, gen):
     """D_L >= 0, with equality when the reconstruction is the input."""
     family = diffsc.get_family(name)

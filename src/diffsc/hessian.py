@@ -135,24 +135,15 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
     counts = support.sum(1)
     # Within a row: support indices first (ascending), then the rest.
     order = torch.argsort((~support).to(torch.int8), dim=1, stable=True)
-    by_size = torch.argsort(counts)
     full_gram = family.gram(basis, None) if family.shared_gram else None  # needs no reconstruction
-    out, oks = [], []
-    start = 0
-    while start < n:
-        # As many rows as fit the memory budget at the chunk's largest support.
-        s = max(int(counts[by_size[min(start + _ROWS, n) - 1]]), 1)
-        per_row = s * (s if family.shared_gram else max(s, basis.shape[0]))
-        size = max(1, min(_ROWS, _CHUNK_ENTRIES // per_row))
-        rows = by_size[start : start + size]
-        s = max(int(counts[rows[-1]]), 1)
-        start += size
+    out, oks = torch.zeros_like(rhs), torch.zeros(n, dtype=torch.bool, device=rhs.device)
+    per_row = (lambda s: s * s) if family.shared_gram else (lambda s: s * max(s, basis.shape[0]))  # noqa: E731
+    for rows, s in by_support_size(counts, per_row):
         idx = order[rows, :s]
         if family.shared_gram:  # gather the support's block of B^T B
             gram = full_gram[idx].gather(2, idx.unsqueeze(1).expand(-1, s, -1))
         else:
-            cols = basis.T[idx]  # (n, s, D): the support's atoms
-            gram = cols @ family.curvature_apply(r[rows, None, :], cols).transpose(1, 2)
+            gram = family.block_gram(basis.T[idx], r[rows])
         v = (torch.arange(s, device=rhs.device) < counts[rows, None]).to(rhs.dtype)
         a = v.unsqueeze(-1) * gram * v.unsqueeze(-2)
         a.diagonal(dim1=-2, dim2=-1).add_(1 - v)
@@ -168,10 +159,25 @@ def support_solve(family, basis, r, support, rhs, ridge=False):
         y = torch.linalg.solve_triangular(chol, b, upper=False)
         z = v * torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
         z = torch.where(ok[:, None], z, torch.zeros_like(z))
-        out.append(torch.zeros_like(rhs[rows]).scatter(1, idx, z))
-        oks.append(ok)
-    back = torch.argsort(by_size)  # undo the sort by support size
-    return torch.cat(out)[back], torch.cat(oks)[back]
+        out[rows] = torch.zeros_like(rhs[rows]).scatter(1, idx, z)
+        oks[rows] = ok
+    return out, oks
+
+
+def by_support_size(counts, per_row):
+    """Rows in chunks of similar support size, so that a chunk pads each row
+    only to its own largest support: yields ``(rows, s)``, ``s`` the chunk's
+    largest ``counts``, with at most ``_ROWS`` rows and ``_CHUNK_ENTRIES``
+    entries (``per_row(s)`` a row) at once."""
+    n = counts.numel()
+    by_size = torch.argsort(counts)
+    start = 0
+    while start < n:
+        s = max(int(counts[by_size[min(start + _ROWS, n) - 1]]), 1)
+        size = max(1, min(_ROWS, _CHUNK_ENTRIES // per_row(s)))
+        rows = by_size[start : start + size]
+        start += size
+        yield rows, max(int(counts[rows[-1]]), 1)
 
 
 def recording(*tensors) -> bool:
