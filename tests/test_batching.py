@@ -37,11 +37,15 @@ def test_float32_matches_float64(family, prior):
     w64 = diffsc.sparse_code(x, basis, **kw)
     w32, info = diffsc.sparse_code_with_info(x.float(), basis.float(), **kw)
     assert w32.dtype == torch.float32 and info.all_converged
-    # float32 stops at a relative residual of 1e-4 (default_tol).
-    torch.testing.assert_close(w32.double(), w64, rtol=1e-3, atol=2e-3)
     problem = diffsc.Problem.of(family, prior)
     target = problem.family.prepare(x)
     lam, p = torch.tensor(0.2).double(), torch.tensor(0.05).double()
+    # float32 stops at a relative residual of 1e-4 (default_tol), which is
+    # that of its codes in float64 too, up to float32's rounding of them...
+    assert float(problem.residual(target, basis, lam, p, w32.double()).max()) < 2e-4
+    # ...and pins the codes to a few 1e-3 here (poisson's L1 codes, up to 4.4
+    # with exp(B w), to 4e-3 at a residual of 9.5e-5: its Hessian is ill-conditioned)
+    torch.testing.assert_close(w32.double(), w64, rtol=1e-3, atol=5e-3)
     f32 = problem.objective(target, basis, lam, p, w32.double())
     f64 = problem.objective(target, basis, lam, p, w64)
     assert bool((f64 <= f32 + 1e-12).all())
@@ -133,10 +137,11 @@ def test_residual_formula():
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_l1_solvers_agree(family):
-    """The active-set and FISTA solvers reach the same L1 codes."""
+    """The active-set, FISTA and proximal Newton solvers reach the same L1 codes."""
     x, basis = problem_data(family, n=12, d=10, k=16, seed=8)
     kw = dict(family=family, prior="l1", strength=0.05, tol=1e-10)
     active, a_info = diffsc.sparse_code_with_info(x, basis, solver="active_set", **kw)
-    fista, f_info = diffsc.sparse_code_with_info(x, basis, solver="fista", **kw)
-    assert a_info.all_converged and f_info.all_converged
-    torch.testing.assert_close(active, fista, rtol=1e-6, atol=1e-8)
+    for solver in ("fista", "prox_newton"):
+        other, info = diffsc.sparse_code_with_info(x, basis, solver=solver, **kw)
+        assert a_info.all_converged and info.all_converged
+        torch.testing.assert_close(active, other, rtol=1e-6, atol=1e-8)

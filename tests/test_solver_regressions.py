@@ -42,7 +42,8 @@ def test_softmax_kl_codes_never_end_above_their_start(review_counts):
     assert float(final.max()) < 10  # KL(x_bar || r) + prior: a few nats, never 1e11
 
 
-def test_active_set_does_not_cycle_on_review_codes():
+@pytest.mark.parametrize("solver", ["active_set", "prox_newton"])
+def test_l1_solvers_do_not_cycle_on_review_codes(solver):
     # Found by the text experiment: from w = 0 the first support step raised F
     # (1.93 -> 2.11) but lowered the residual, was taken, and the next step
     # went back to 0: 2,000 iterations between two points.
@@ -64,8 +65,9 @@ def test_active_set_does_not_cycle_on_review_codes():
     x = torch.from_numpy(x[x.sum(1) > 0])
     basis = diffsc.learn_basis(x, 8, family="softmax", prior="kl", strength=1e-3, prior_mean=0.1,
                                max_iter=3, seed=0).basis
-    _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, tol=1e-8)
-    assert info.solver == "active_set" and info.all_converged
+    _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, tol=1e-8,
+                                           solver=solver)
+    assert info.solver == solver and info.all_converged
 
 
 def test_unrolled_fista_gradient_has_no_nan_from_failed_factorizations():

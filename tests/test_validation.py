@@ -64,7 +64,7 @@ CASES = [
     ("backward unknown", dict(backward="adjoint"), ValueError, r"^backward: must be one of \('implicit', 'unrolled'\), got 'adjoint'$"),
     ("family unknown", dict(family="laplace"), ValueError, r"^family: unknown family 'laplace'; choose one of"),
     ("prior unknown", dict(prior="cauchy"), ValueError, r"^prior: unknown prior 'cauchy'; choose one of"),
-    ("solver unknown", dict(solver="admm"), ValueError, r"^solver: unknown solver 'admm'; choose one of \['active_set', 'eg', 'fista', 'gram', 'newton', 'newton_cg'\]$"),
+    ("solver unknown", dict(solver="admm"), ValueError, r"^solver: unknown solver 'admm'; choose one of \['active_set', 'eg', 'fista', 'gram', 'newton', 'newton_cg', 'prox_newton'\]$"),
     ("solver for the wrong prior", dict(solver="eg", prior="l1"), ValueError, r"^solver: 'eg' cannot solve the 'l1' prior$"),
     ("init wrong shape", dict(init=torch.ones(4, 3, dtype=torch.float64)), ValueError, r"^init: expected shape \(4, 5\), got \(4, 3\)$"),
     ("init NaN", dict(init=nan_at(torch.ones(4, K, dtype=torch.float64))), ValueError, r"^init: contains NaN or infinite values$"),

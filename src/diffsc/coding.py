@@ -142,11 +142,12 @@ def sparse_code(
         Iteration cap (solver-dependent default).
     init : (N, K) tensor, optional
         Warm start, moved into the prior's domain (e.g. KL codes > 0).
-    solver : {"newton_cg", "newton", "gram", "active_set", "fista", "eg"}, optional
+    solver : {"newton_cg", "newton", "gram", "active_set", "fista", "prox_newton", "eg"}, optional
         Default: ``"newton_cg"`` for smooth priors (``"newton"``, factored
         steps, for the uniform prior and under ``backward="unrolled"``); for
-        L1 ``"gram"`` (compiled, gaussian family on the CPU) or else
-        ``"active_set"``.
+        L1 ``"gram"`` (compiled, gaussian family on the CPU), ``"fista"``
+        (gaussian family on other devices), ``"prox_newton"`` (other
+        families), and ``"active_set"`` under ``backward="unrolled"``.
     backward : {"implicit", "unrolled"}
         ``"implicit"`` solves one system with the code Hessian per example in
         backward (conjugate gradients for smooth priors);

@@ -18,6 +18,7 @@ from .fista import fista
 from .gram import gram_active_set
 from .newton import newton
 from .newton_cg import newton_cg
+from .prox_newton import prox_newton
 from .result import SolveResult, default_tol
 
 #: name -> (function, which priors it handles, default max_iter)
@@ -27,6 +28,7 @@ SOLVERS = {
     "active_set": (active_set, lambda problem: problem.l1, 2000),
     "gram": (gram_active_set, lambda problem: problem.l1, 2000),
     "fista": (fista, lambda problem: problem.l1, 20000),
+    "prox_newton": (prox_newton, lambda problem: problem.l1, 100),
     "eg": (exponentiated_gradient, lambda problem: problem.prior.name == "kl", 20000),
 }
 
@@ -37,17 +39,21 @@ def default_solver(problem, x=None, differentiable=False) -> str:
     prior (maximum likelihood: ``H`` may be singular, where conjugate gradients
     pick another of the minimisers than the factored step); for L1 the compiled
     Gram solver where it applies (gaussian, CPU, no autograd through the
-    iterations), gaussian codes on other devices FISTA, else the torch active
-    set. (On a GPU each torch operator is a kernel launch and each host read
-    a wait: the active set's one atom an iteration costs 11-60x the
-    launches of FISTA and 420-780x its host reads, counted by
-    ``benchmarks/flops.py --priors l1``, and took 0.85-1.8 s on an H200.)"""
+    iterations), gaussian codes on other devices FISTA, other families
+    proximal Newton, and the torch active set where autograd unrolls the
+    iterations. (On a GPU each torch operator is a kernel launch and each
+    host read a wait: the active set's one atom an iteration costs 11-60x
+    the launches of FISTA and 420-780x its host reads, counted by
+    ``benchmarks/flops.py --priors l1``, and took 0.85-1.8 s on an H200.
+    Proximal Newton takes three or four iterations on the softmax problem of
+    ``benchmarks/codes.py``, where the active set takes 33 on average.)"""
     if not problem.l1:
         return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
-    cpu = x is None or x.device.type == "cpu"
-    if problem.family.name == "gaussian" and not differentiable:
-        return "gram" if cpu else "fista"
-    return "active_set"
+    if differentiable:
+        return "active_set"
+    if problem.family.name == "gaussian":
+        return "gram" if x is None or x.device.type == "cpu" else "fista"
+    return "prox_newton"
 
 
 def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
@@ -65,6 +71,9 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
         raise ValueError("solver: 'gram' is compiled code that autograd cannot unroll; use 'active_set' or 'fista'")
     if name == "newton_cg" and differentiable:
         raise ValueError("solver: 'newton_cg' updates its codes in place, which autograd cannot unroll; use 'newton'")
+    if name == "prox_newton" and differentiable:
+        raise ValueError("solver: 'prox_newton' updates its codes in place, which autograd cannot unroll; "
+                         "use 'active_set' or 'fista'")
     tol = default_tol(x.dtype) if tol is None else tol
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])

@@ -1,0 +1,207 @@
+"""Proximal Newton for L1 codes of a non-quadratic loss (softmax, Poisson, Bernoulli).
+
+Each iteration, for every code at once (Lee, Sun & Saunders, *Proximal
+Newton-type methods for minimizing composite functions*, SIAM J. Optim.
+2014, with glmnet's working set):
+
+* The working set ``W``: the support, and the zero coefficients whose
+  gradient violates optimality (``|grad_i D| > lam``).
+* The loss's quadratic model on ``W``, whose Hessian ``H_W = B_W^T S(r) B_W``
+  is one batched product per chunk of rows of similar ``|W|`` (``|W|^2 D``
+  a code rather than ``K^2 D``), in float32 until the code's residual is
+  below 1e-6 or stalls (then float32's rounding would limit the step).
+* Its L1 problem, ``min_z 1/2 z^T H_W z - c^T z + lam |z|_1`` with
+  ``c = H_W w - g``, solved by cyclic coordinate descent over all rows at
+  once (each coordinate's step is a soft threshold), from ``z = w``, to a
+  relative accuracy that tightens with the code's residual.
+* A backtracking line search along ``d = z - w`` (Armijo's condition with
+  the model's decrease ``g^T d + lam (|w + d|_1 - |w|_1)``).
+
+Once ``W`` is the support and its signs are right, the step is Newton's on
+the support, so convergence is quadratic: on the benchmarks' text-like
+problem (``benchmarks/codes.py``, softmax, 33% non-zeros) three iterations
+a code, where the active set (:mod:`.active_set`) adds one atom an
+iteration (33 on average), each with its support's Hessian formed anew. Coordinate descent updates its codes in
+place, which autograd cannot unroll; the active set serves that case.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..hessian import by_support_size
+from .active_set import _violation, ratio_test
+from .result import SolveResult, flat
+
+_ARMIJO = 1e-4
+_MAX_BACKTRACK = 30
+# Rows whose residual falls less than _STALL in a step, or below _PRECISE_BELOW,
+# form H_W in their own dtype from then on (float32 before).
+_STALL = 0.5
+_PRECISE_BELOW = 1e-6
+_RIDGE = 1e-12  # relative to the largest curvature of the row's working set
+_MAX_SWEEPS = 200  # coordinate-descent sweeps of one model (the benchmarks' take 5-10)
+
+
+def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
+    family, prior = problem.family, problem.prior
+    n, k = x.shape[0], basis.shape[1]
+    lam_k = lam.expand(k)
+    bases = (basis.to(torch.float32) if basis.dtype == torch.float64 else basis, basis)
+    iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
+    stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
+    precise = torch.zeros(n, dtype=torch.bool, device=x.device)  # rows whose H_W is formed in their dtype
+
+    def objective(x, w, eta):
+        return family.loss(x, eta) + (lam_k * prior.value(w, p)).sum(-1)
+
+    # carried: F, grad D_L, r and the residual at w (B^T x for the residual's scale)
+    w = prior.project(w0)
+    xb, eta = x @ basis, w @ basis.T
+    f, r = objective(x, w, eta), family.transfer(eta)
+    grad_loss = (r - x) @ basis
+    residual = problem.residual(x, basis, lam, p, w, grad_loss, xb=xb)
+    for _ in range(max_iter):
+        active = (residual > tol) & ~stuck
+        if not bool(active.any()):
+            break
+        idx = active.nonzero().squeeze(1)
+        xa, wa, ga, ra, fa = x[idx], w[idx], grad_loss[idx], r[idx], f[idx]
+        step = _model_step(family, prior, bases, lam_k, wa, ga, ra, residual[idx], tol, precise[idx])
+
+        slope = (ga * step).sum(-1) + (lam_k * (prior.value(wa + step, p) - prior.value(wa, p))).sum(-1)
+        t = torch.ones_like(fa)
+        accepted = torch.zeros_like(fa, dtype=torch.bool)
+        w_new, f_new, eta_new = wa, fa, None
+        for trial in range(_MAX_BACKTRACK):
+            cand = prior.project(wa + t[:, None] * step)
+            eta_c = cand @ basis.T
+            f_c = objective(xa, cand, eta_c)
+            good = f_c <= fa + _ARMIJO * t * slope
+            if trial == 0 and not bool(good.all()):
+                # Near the optimum F is flat to rounding; the residual still measures progress.
+                lower = problem.residual(xa, basis, lam, p, cand, xb=xb[idx]) < residual[idx]
+                good = good | (lower & flat(f_c, fa))
+            good = good & ~accepted
+            w_new = torch.where(good[:, None], cand, w_new)
+            f_new = torch.where(good, f_c, f_new)
+            eta_new = eta_c if eta_new is None else torch.where(good[:, None], eta_c, eta_new)
+            accepted = accepted | good
+            if bool(accepted.all()):
+                break
+            t = torch.where(accepted, t, t / 2)
+
+        r_a = torch.where(accepted[:, None], family.transfer(eta_new), ra)
+        gl_a = torch.where(accepted[:, None], (r_a - xa) @ basis, ga)
+        res_a = problem.residual(xa, basis, lam, p, w_new, gl_a, xb=xb[idx])
+        # A float32 H_W converges linearly, at about cond(H) * 1e-7: rows near
+        # their optimum, or stalled (an ill-conditioned H), take their dtype's.
+        stalled = (res_a > _STALL * residual[idx]) | (res_a < _PRECISE_BELOW)
+        precise = precise.index_copy(0, idx, precise[idx] | stalled)
+        stuck = stuck.index_copy(0, idx, ~accepted)
+        iterations = iterations.index_add(0, idx, torch.ones_like(idx))
+        w, f, r = w.index_copy(0, idx, w_new), f.index_copy(0, idx, f_new), r.index_copy(0, idx, r_a)
+        grad_loss, residual = grad_loss.index_copy(0, idx, gl_a), residual.index_copy(0, idx, res_a)
+    return SolveResult(w, iterations, residual, residual <= tol, "prox_newton", tol)
+
+
+def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, precise):
+    """``z - w`` for the minimiser ``z`` of the quadratic model plus L1 on the working set."""
+    working = (w != 0) | (_violation(prior, w, grad_loss, lam_k) > 0)
+    counts = working.sum(1)
+    s = max(int(counts.max()), 1)
+    # each row's working set first (ascending), padded by coordinates held at 0
+    idx = torch.argsort((~working).to(torch.int8), dim=1, stable=True)[:, :s]
+    v = (torch.arange(s, device=w.device) < counts[:, None]).to(w.dtype)
+    h = _working_hessian(family, bases, r, idx, v, precise)
+    w_s, lam_s = w.gather(1, idx) * v, lam_k[idx]
+    c = (h @ w_s.unsqueeze(-1)).squeeze(-1) - grad_loss.gather(1, idx) * v
+    # Inexact: the model need not be solved much past the code's own residual.
+    accuracy = (0.01 * torch.minimum(residual, torch.ones_like(residual))).clamp_min(0.01 * tol)
+    z = _polish(h, c, lam_s, _coordinate_descent(prior, h, c, lam_s, w_s, v, accuracy))
+    return torch.zeros_like(w).scatter(1, idx, (z - w_s) * v)
+
+
+def _working_hessian(family, bases, r, idx, v, precise):
+    """``H_W``, ``(n, s, s)``, in chunks of rows; padding rows and columns are the identity's.
+
+    Formed in float32 (``bases[0]``; ``bases[1]`` is the codes' dtype, for the
+    ``precise`` rows): a Newton step needs a few digits, and forming ``H_W``
+    is most of an iteration's time. The gradient, the objective and the
+    model's linear term stay in the codes' dtype."""
+    counts = v.sum(1).long()
+    h = _blocks(family, bases[0], r, idx, counts).to(v.dtype)
+    if bool(precise.any()):
+        rows = precise.nonzero().squeeze(1)
+        h[rows] = _blocks(family, bases[1], r[rows], idx[rows], counts[rows])
+    h = v.unsqueeze(-1) * h * v.unsqueeze(-2)
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    # padding is the identity's; an atom without curvature here gets a little
+    # (a coordinate step divides by it)
+    diag.add_(1 - v + _RIDGE * diag.amax(-1, keepdim=True))
+    return h
+
+
+def _blocks(family, basis, r, idx, counts):
+    """``B_W^T S(r) B_W`` per row in ``basis``'s dtype, ``(n, s, s)``, zero
+    past each row's ``counts`` (rows chunked by working-set size)."""
+    n, s = idx.shape
+    h = torch.zeros(n, s, s, dtype=basis.dtype, device=basis.device)
+    r = r.to(basis.dtype)
+    for rows, size in by_support_size(counts, lambda size: size * basis.shape[0]):
+        h[rows, :size, :size] = family.block_gram(basis.T[idx[rows, :size]], r[rows])
+    return h
+
+
+def _coordinate_descent(prior, h, c, lam, z, v, accuracy):
+    """Cyclic coordinate descent on ``1/2 z^T h z - c^T z + lam |z|_1``, all rows at once.
+
+    Stops where no coordinate of a sweep moved by more than ``accuracy``
+    times the row's largest coefficient (every row, or ``_MAX_SWEEPS``)."""
+    z = z.clone()
+    hz = (h @ z.unsqueeze(-1)).squeeze(-1)
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    for _ in range(_MAX_SWEEPS):
+        moved = torch.zeros_like(accuracy)
+        for j in range(z.shape[1]):
+            u = c[:, j] - hz[:, j] + diag[:, j] * z[:, j]  # c_j - sum_{l != j} h_jl z_l
+            new = prior.prox(u, lam[:, j]) / diag[:, j] * v[:, j]
+            change = new - z[:, j]
+            hz += h[:, :, j] * change.unsqueeze(-1)
+            z[:, j] = new
+            moved = torch.maximum(moved, change.abs())
+        if bool((moved <= accuracy * z.abs().amax(-1)).all()):
+            break
+    return z
+
+
+def _polish(h, c, lam, z):
+    """Towards the model's exact minimiser on ``z``'s support with its signs,
+    ``z_S = H_SS^{-1} (c_S - lam sign(z_S))``, as far as the signs hold (the
+    coefficient that reaches 0 there leaves, as in the active set's steps),
+    where that lowers the model.
+
+    Coordinate descent finds the support in a few sweeps but converges on it
+    only linearly (slowly where ``H_W`` is ill-conditioned, and along the null
+    space of a support of more than ``D`` atoms); the exact solve makes the
+    step Newton's on the support."""
+    signs = torch.sign(z)
+    on = (signs != 0).to(z.dtype)
+    a = on.unsqueeze(-1) * h * on.unsqueeze(-2)
+    a.diagonal(dim1=-2, dim2=-1).add_(1 - on)
+    chol, info = torch.linalg.cholesky_ex(a)
+    ok = info == 0
+    chol = torch.where(ok[:, None, None], chol, torch.eye(z.shape[1], dtype=z.dtype, device=z.device))
+    exact = on * torch.cholesky_solve((on * (c - lam * signs)).unsqueeze(-1), chol).squeeze(-1)
+    t, leaving = ratio_test(z, exact - z)
+    polished = torch.where(leaving, 0.0, z + t[:, None] * (exact - z))
+    ok = ok & (_model(h, c, lam, polished) <= _model(h, c, lam, z))
+    return torch.where(ok[:, None], polished, z)
+
+
+def _model(h, c, lam, z):
+    """``1/2 z^T h z - c^T z + lam |z|_1`` per row."""
+    return (z * (0.5 * (h @ z.unsqueeze(-1)).squeeze(-1) - c)).sum(-1) + (lam * z.abs()).sum(-1)
+
+
+__all__ = ["prox_newton"]

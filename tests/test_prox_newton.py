@@ -1,0 +1,79 @@
+"""Proximal Newton for L1 codes of non-quadratic losses (the default there).
+
+Its codes are checked against L-BFGS-B and the other L1 solvers in
+``test_reference.py`` and ``test_batching.py``; here: how it converges, and
+how it is chosen and refused.
+"""
+
+import pytest
+import torch
+
+import diffsc
+from helpers import problem_data
+
+
+def _text_like(n=40, v=300, k=12, seed=0):
+    """Counts of 100-word documents drawn from the softmax of sparse combinations."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(v, k, generator=g, dtype=torch.float64)
+    codes = torch.randn(n, k, generator=g, dtype=torch.float64) * (torch.rand(n, k, generator=g) < 0.3)
+    words = torch.softmax(codes @ basis.T, dim=-1)
+    return torch.stack([torch.bincount(torch.multinomial(row, 100, replacement=True, generator=g), minlength=v)
+                        for row in words]).double(), basis
+
+
+def test_newton_convergence_in_few_iterations():
+    x, basis = _text_like()
+    kw = dict(family="softmax", prior="l1", strength=0.03, tol=1e-10)
+    codes, info = diffsc.sparse_code_with_info(x, basis, **kw)
+    assert info.solver == "prox_newton" and info.all_converged
+    # the working set holds every atom that enters: no atom-by-atom growth
+    # (here 5.1 iterations a code against 11.4, most of them a damped start)
+    active, a_info = diffsc.sparse_code_with_info(x, basis, solver="active_set", **kw)
+    assert float(info.iterations.double().mean()) < 0.6 * float(a_info.iterations.double().mean())
+    assert (codes != 0).any(1).all() and (codes == 0).any()
+    torch.testing.assert_close(codes, active, rtol=1e-6, atol=1e-8)
+
+
+def test_float32_codes():
+    x, basis = _text_like(seed=1)
+    codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), family="softmax", prior="l1", strength=1e-3)
+    assert codes.dtype == torch.float32 and info.all_converged and info.tol == 1e-4
+    exact = diffsc.sparse_code(x, basis, family="softmax", prior="l1", strength=1e-3)
+    assert float((codes.double() - exact).abs().max()) < 1e-3 * float(exact.abs().max())
+
+
+def test_ill_conditioned_supports_reach_float64_tolerance():
+    # Supports of as many atoms as D: a float32 H_W stalls there (linear
+    # convergence at cond(H) * 1e-7), so those rows form theirs in float64.
+    x, basis = problem_data("gaussian", n=12, d=10, k=16, seed=8)
+    kw = dict(prior="l1", strength=0.05, tol=1e-12)
+    codes, info = diffsc.sparse_code_with_info(x, basis, solver="prox_newton", **kw)
+    assert info.all_converged and int(info.iterations.max()) <= 8
+    torch.testing.assert_close(codes, diffsc.sparse_code(x, basis, solver="gram", **kw), rtol=1e-8, atol=1e-10)
+
+
+def test_non_convergence_is_reported():
+    x, basis = _text_like()
+    with pytest.warns(diffsc.ConvergenceWarning, match="solver 'prox_newton'"):
+        _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, max_iter=1)
+    assert not info.all_converged and int(info.iterations.max()) == 1
+
+
+def test_implicit_gradients_through_its_codes_equal_the_active_sets():
+    x, basis = _text_like(n=6, v=50, k=8)
+    grads = []
+    for solver in ("prox_newton", "active_set"):
+        b = basis.clone().requires_grad_(True)
+        codes = diffsc.sparse_code(x, b, family="softmax", prior="l1", strength=1e-3, solver=solver)
+        (grad,) = torch.autograd.grad((codes * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum(), b)
+        grads.append(grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-9)
+
+
+def test_refuses_to_be_unrolled():
+    x, basis = _text_like(n=3, v=20, k=4)
+    basis.requires_grad_(True)
+    with pytest.raises(ValueError, match="^solver: 'prox_newton' updates its codes in place"):
+        diffsc.sparse_code(x, basis, family="softmax", prior="l1", solver="prox_newton", backward="unrolled")
