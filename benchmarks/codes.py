@@ -230,7 +230,7 @@ def _numpy_objective(family, prior, x_row, basis, gram, lam, p):
     return f, np.abs(c).max()
 
 
-def lbfgsb(scorer, rows, tol):
+def lbfgsb(scorer, rows, tol, blas_threads=1):
     """Per-example scipy L-BFGS-B, bounds w > 0 for KL.
 
     Stops at ``gtol = tol * |B^T x|_inf``: ``|B^T x|_inf`` is one of the terms
@@ -239,13 +239,14 @@ def lbfgsb(scorer, rows, tol):
     numpy (:func:`_numpy_objective`): a call costs microseconds, not the tens
     that a few torch operators on one row take. numpy's BLAS runs one thread:
     its matrix-vector products are small, and with two threads beside
-    torch's it was 1.3-1.6x slower on the gaussian problems and 50x on the
-    softmax one (each thread waits on the other's, on two cores).
+    torch's it was 1.2-1.3x slower on the gaussian problems and 48x on the
+    softmax one (each thread waits on the other's, on two cores;
+    ``benchmarks/blas_threads.py``). ``blas_threads=None`` leaves numpy's default.
     """
     family, prior = scorer.problem.family.name, scorer.problem.prior.name
     basis, lam, p = scorer.basis.numpy(), float(scorer.lam), float(scorer.p)
     gram = basis.T @ basis if family == "gaussian" else None
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(blas_threads, user_api="blas"):
         return np.stack([_lbfgsb_row(family, prior, scorer.x[i].numpy(), basis, gram, lam, p, tol)
                          for i in range(rows)])
 

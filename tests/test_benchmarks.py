@@ -74,3 +74,10 @@ def test_ridge_start_smoke(capsys):
     assert rows[0]["ridge_seconds"] > 0 and rows[0]["plain_steps"] >= 1
     assert newton_cg.RIDGE_START  # switched back on for the other tests
     assert "ridge start" in capsys.readouterr().out
+
+
+def test_blas_threads_smoke(capsys):
+    rows = _load("blas_threads").main(["--smoke"])
+    assert [(r["family"], r["prior"]) for r in rows] == [("gaussian", "signed_kl"), ("softmax", "kl")]
+    assert all(r["one_thread_s"] > 0 and r["default_threads_s"] > 0 for r in rows)
+    assert "one thread" in capsys.readouterr().out
