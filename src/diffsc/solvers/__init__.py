@@ -45,8 +45,9 @@ def default_solver(problem, x=None, differentiable=False) -> str:
     host read a wait: the active set's one atom an iteration costs 11-60x
     the launches of FISTA and 420-780x its host reads, counted by
     ``benchmarks/flops.py --priors l1``, and took 0.85-1.8 s on an H200.
-    Proximal Newton takes three or four iterations on the softmax problem of
-    ``benchmarks/codes.py``, where the active set takes 33 on average.)"""
+    Proximal Newton takes three iterations on the softmax problem of
+    ``benchmarks/codes.py``, where the active set takes up to 50, 10.6x
+    slower.)"""
     if not problem.l1:
         return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
     if differentiable:
