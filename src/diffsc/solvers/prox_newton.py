@@ -41,7 +41,7 @@ _MAX_BACKTRACK = 30
 _STALL = 0.5
 _PRECISE_BELOW = 1e-6
 _RIDGE = 1e-12  # relative to the largest curvature of the row's working set
-_MAX_SWEEPS = 200  # coordinate-descent sweeps of one model (the benchmarks' take 5-10)
+_MAX_SWEEPS = 200  # coordinate-descent sweeps of one model at most
 
 
 def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
