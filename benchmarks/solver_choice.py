@@ -114,20 +114,21 @@ def run(args):
 
         seconds, (w, info) = timed(go, args.repeats)
         note = f"{int(info.iterations.max())} it max, {int(info.converged.sum())}/{len(w)} converged"
-        return seconds, w, note
+        return f"diffsc {'default (' + info.solver + ')' if solver is None else solver}", seconds, w, note
 
     warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
     for prior in ("kl", "signed_kl"):
-        add(prior, "diffsc newton", *ours(prior))
+        add(prior, *ours(prior))
         if prior == "kl":
-            add(prior, "diffsc eg (exponentiated gradient)", *ours(prior, "eg"))
+            add(prior, *ours(prior, "eg"))
         sub = slice(0, args.lbfgs_rows)
         problem = diffsc.Problem.of(family, prior)
         s, w = timed(lambda: lbfgsb(problem, x[sub], basis, lam, p, tol), 1)
         add(prior, f"scipy L-BFGS-B per example (x{args.n / args.lbfgs_rows:.0f} from {args.lbfgs_rows} rows)",
             s * args.n / args.lbfgs_rows, w, "extrapolated", sub)
-    add("l1", "diffsc active_set", *ours("l1"))
-    add("l1", "diffsc fista", *ours("l1", "fista"))
+    add("l1", *ours("l1"))
+    for solver in ("active_set", "fista", "prox_newton"):
+        add("l1", *ours("l1", solver))
     if family == "gaussian":
         from sklearn.decomposition import sparse_encode
 
@@ -137,8 +138,7 @@ def run(args):
                                                alpha=lam, max_iter=10000), 1)
             add("l1", f"sklearn {algorithm}", s, w)
 
-    defaults = ("diffsc newton", "diffsc active_set")
-    base = {r[0]: r[2] for r in rows if r[1] in defaults}
+    base = {r[0]: r[2] for r in rows if r[1].startswith("diffsc default")}
     print(f"{family}{' (MNIST)' if args.mnist else ''} N={args.n} D={args.d} K={args.k} lam={lam} p={p} tol={tol} float64 cpu, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
     print(f"{'prior':<10}{'method':<58}{'seconds':>9}{'ratio':>8}{'residual':>11}  note")

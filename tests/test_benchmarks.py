@@ -20,8 +20,10 @@ def _load(name):
 @pytest.mark.parametrize("family", ["gaussian", "softmax"])
 def test_solver_choice_smoke(family, capsys):
     rows = _load("solver_choice").main(["--smoke", "--family", family])
-    methods = {(prior, method.split(" (")[0].split(" per")[0]) for prior, method, *_ in rows}
-    assert ("kl", "diffsc newton") in methods and ("l1", "diffsc active_set") in methods
+    methods = {(prior, method) for prior, method, *_ in rows}
+    l1_default = "diffsc default (gram)" if family == "gaussian" else "diffsc default (prox_newton)"
+    assert {("kl", "diffsc default (newton_cg)"), ("l1", l1_default), ("l1", "diffsc active_set"),
+            ("l1", "diffsc prox_newton")} <= methods
     # Every diffsc row reached the requested tolerance on the same problem.
     for prior, method, seconds, residual, note in rows:
         if method.startswith("diffsc"):
