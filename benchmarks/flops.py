@@ -29,13 +29,16 @@ float64 codes) and each smooth prior:
 
 ``--priors l1 --solvers active_set,fista`` counts the same for the L1
 solvers a GPU can run (the same problems, the same ``lam``: the kl
-section's is the one that gives 7.5% non-zero L1 codes).
+section's is the one that gives 7.5% non-zero L1 codes). ``--family
+softmax`` takes ``codes.py``'s text-like problem instead (V = 5,000,
+K = 100, N = 2,000 documents, ``lam = 0.001``).
 
     python benchmarks/flops.py                      # CPU, about a minute
     python benchmarks/flops.py --device cuda --rows auto,512   # on a GPU
     python benchmarks/flops.py --torch-loop --rows 10000 --sizes 64x256,784x256 --repeats 1
                                                     # CUDA's loop on the CPU: its ops and syncs
     python benchmarks/flops.py --priors l1 --solvers active_set,fista --repeats 1   # L1 on a GPU's path
+    python benchmarks/flops.py --family softmax --priors l1 --solvers active_set,prox_newton --repeats 1
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ newton_cg = importlib.import_module("diffsc.solvers.newton_cg")  # the module, n
 
 #: The priors timed by default: the smooth ones, the loop this measures.
 PRIORS = "kl,signed_kl"
+#: Problems (size: lam) and N per family: codes.py's kl and softmax sections.
+PROBLEMS = {"gaussian": (STRENGTH, 10000), "softmax": ({"5000x100": 0.001}, 2000)}
 #: Operators that copy a value to the host: on a GPU each waits for the queue to drain.
 HOST_READS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.item"}
 
@@ -112,10 +117,11 @@ def newton_cg_setting(rows, compiled):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(STRENGTH), help=f"DxK list, of {sorted(STRENGTH)}")
+    parser.add_argument("--family", choices=sorted(PROBLEMS), default="gaussian")
+    parser.add_argument("--sizes", default=None, help=f"DxK list, of {sorted(STRENGTH)} (gaussian)")
     parser.add_argument("--priors", default=PRIORS)
     parser.add_argument("--solvers", default="default", help="solver names for sparse_code, or default")
-    parser.add_argument("--n", type=int, default=10000)
+    parser.add_argument("--n", type=int, default=None, help="examples (default 10,000; softmax 2,000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", default="auto", help="rows Newton-CG solves together: auto and/or numbers")
     parser.add_argument("--device", default="cpu")
@@ -123,8 +129,12 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--smoke", action="store_true", help="one small run (seconds)")
     args = parser.parse_args(argv)
+    strength, n = PROBLEMS[args.family]
+    args.sizes = args.sizes or ",".join(strength)
+    args.n = args.n or n
     if args.smoke:
-        args.sizes, args.priors, args.n, args.repeats = "64x256", "kl", 300, 1
+        args.sizes, args.n, args.repeats = ("64x256", 300, 1) if args.family == "gaussian" else ("5000x100", 20, 1)
+        args.priors = "kl" if args.family == "gaussian" else args.priors
     device = torch.device(args.device)
     square = 8192 if device.type == "cuda" else 2048
     peak = {dtype: matmul_peak(dtype, device, 256 if args.smoke else square)
@@ -133,13 +143,13 @@ def main(argv=None):
     rows = []
     for size in args.sizes.split(","):
         d, k = map(int, size.split("x"))
-        x, basis = harness.make_problem(args.n, d, k, seed=0)
+        x, basis = harness.make_problem(args.n, d, k, seed=0, family=args.family)
         x, basis = x.to(device), basis.to(device)
         runs = [(p, r, s) for p in args.priors.split(",") for r in args.rows.split(",")
                 for s in args.solvers.split(",")]
         for prior, chunk, solver in runs:
             def solve():
-                return diffsc.sparse_code_with_info(x, basis, family="gaussian", prior=prior, strength=STRENGTH[size],
+                return diffsc.sparse_code_with_info(x, basis, family=args.family, prior=prior, strength=strength[size],
                                                     prior_mean=0.01, tol=1e-6,
                                                     solver=None if solver == "default" else solver)
 
@@ -166,7 +176,8 @@ def main(argv=None):
     if not args.smoke:
         loop = "-torch-loop" if args.torch_loop else ""
         priors = "" if args.priors == PRIORS else "-" + args.priors.replace(",", "-")
-        harness.write_rows(Path(args.out), f"flops-{device.type}{loop}{priors}", rows, header)
+        family = "" if args.family == "gaussian" else f"-{args.family}"
+        harness.write_rows(Path(args.out), f"flops-{device.type}{loop}{priors}{family}", rows, header)
     return rows
 
 

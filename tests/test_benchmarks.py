@@ -83,3 +83,10 @@ def test_blas_threads_smoke(capsys):
     assert [(r["family"], r["prior"]) for r in rows] == [("gaussian", "signed_kl"), ("softmax", "kl")]
     assert all(r["one_thread_s"] > 0 and r["default_threads_s"] > 0 for r in rows)
     assert "one thread" in capsys.readouterr().out
+
+
+def test_flops_smoke_softmax_l1(capsys):
+    rows = _load("flops").main(["--smoke", "--family", "softmax", "--priors", "l1",
+                                "--solvers", "active_set,prox_newton"])
+    assert [r["note"].split(",")[0] for r in rows] == ["solver active_set", "solver prox_newton"]
+    assert all(r["problem"] == "5000x100" and r["ops"] > 0 and "20/20 converged" in r["note"] for r in rows)
