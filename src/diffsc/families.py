@@ -59,10 +59,10 @@ class Family:
 
     def block_gram(self, cols: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """``C^T S C`` per row for each row's own atoms ``cols`` ``(n, s, D)``:
-        the Hessian block of those atoms, ``(n, s, s)``, one batched product
-        (of ``S^(1/2) C`` with itself: ``S`` is positive semi-definite)."""
-        scaled = cols * self.curvature_weights(r).sqrt()[:, None, :]
-        return scaled @ scaled.mT
+        the Hessian block of those atoms, ``(n, s, s)``, one batched product.
+        (Not ``(S^(1/2) C)^T (S^(1/2) C)``: the square root's derivative is
+        infinite where a weight is 0, and autograd may unroll this.)"""
+        return (cols * self.curvature_weights(r)[:, None, :]) @ cols.mT
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Check the inputs and map them to the loss's target (e.g. counts to types)."""
@@ -129,11 +129,9 @@ class Softmax(Family):
         return r @ basis.square() - (r @ basis).square()
 
     def block_gram(self, cols, r):
-        # C^T (diag(r) - r r^T) C with u = diag(r)^(1/2) C: u^T u - (C^T r)(C^T r)^T
-        root = r.sqrt()
-        scaled = cols * root[:, None, :]
-        cr = scaled @ root.unsqueeze(-1)  # C^T r, (n, s, 1)
-        return scaled @ scaled.mT - cr * cr.mT
+        # C^T (diag(r) - r r^T) C = (C diag(r))^T C - (C^T r)(C^T r)^T
+        cr = cols @ r.unsqueeze(-1)  # C^T r, (n, s, 1)
+        return (cols * r[:, None, :]) @ cols.mT - cr * cr.mT
 
     def prepare(self, x):
         if (x < 0).any():
