@@ -46,8 +46,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
   documents, ``lam = 0.001`` (``--softmax-strength``; at 0.1 every L1 code
   of these documents is zero), ``p = 0.01``, residual <= 1e-6: diffsc KL
   default (Newton-CG), factored Newton and EG, L-BFGS-B (200 rows, as in
-  ``kl``), diffsc L1 default (proximal Newton), active set and FISTA (the
-  note gives the L1 codes' non-zeros).
+  ``kl``), diffsc L1 default (the active set), proximal Newton and FISTA
+  (the note gives the L1 codes' non-zeros).
 - ``backward``: gaussian 64x256, N=10000, l1 and kl, float64; the gradient of
   ``(codes * G).sum()`` (fixed random ``G``) w.r.t. the basis. Rows: the
   forward (default solver), the implicit backward alone (note: backward /
@@ -532,7 +532,7 @@ class Bench:
         x, basis = harness.make_problem(a.softmax_n, a.softmax_v, a.softmax_k, a.seed, family="softmax")
         lam = a.softmax_strength
         rows = self._smooth("softmax", f"{a.softmax_v}x{a.softmax_k}", x, basis, lam, ("kl",),
-                            (None, "active_set", "fista"), a.lbfgs_rows, family="softmax")
+                            (None, "prox_newton", "fista"), a.lbfgs_rows, family="softmax")
         rows[0]["note"] += f"; lam={lam:g}, p={PRIOR_MEAN}, 200-word documents"
         return rows
 

@@ -1,4 +1,4 @@
-"""Proximal Newton for L1 codes of non-quadratic losses (the default there).
+"""Proximal Newton for L1 codes of non-quadratic losses (``solver="prox_newton"``).
 
 Its codes are checked against L-BFGS-B and the other L1 solvers in
 ``test_reference.py`` and ``test_batching.py``; here: how it converges, and
@@ -25,7 +25,7 @@ def _text_like(n=40, v=300, k=12, seed=0):
 def test_newton_convergence_in_few_iterations():
     x, basis = _text_like()
     kw = dict(family="softmax", prior="l1", strength=0.03, tol=1e-10)
-    codes, info = diffsc.sparse_code_with_info(x, basis, **kw)
+    codes, info = diffsc.sparse_code_with_info(x, basis, solver="prox_newton", **kw)
     assert info.solver == "prox_newton" and info.all_converged
     # the working set holds every atom that enters: no atom-by-atom growth
     # (here 5.1 iterations a code against 11.4, most of them a damped start)
@@ -37,7 +37,8 @@ def test_newton_convergence_in_few_iterations():
 
 def test_float32_codes():
     x, basis = _text_like(seed=1)
-    codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), family="softmax", prior="l1", strength=1e-3)
+    codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), family="softmax", prior="l1", strength=1e-3,
+                                               solver="prox_newton")
     assert codes.dtype == torch.float32 and info.all_converged and info.tol == 1e-4
     exact = diffsc.sparse_code(x, basis, family="softmax", prior="l1", strength=1e-3)
     assert float((codes.double() - exact).abs().max()) < 1e-3 * float(exact.abs().max())
@@ -56,7 +57,8 @@ def test_ill_conditioned_supports_reach_float64_tolerance():
 def test_non_convergence_is_reported():
     x, basis = _text_like()
     with pytest.warns(diffsc.ConvergenceWarning, match="solver 'prox_newton'"):
-        _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, max_iter=1)
+        _, info = diffsc.sparse_code_with_info(x, basis, family="softmax", prior="l1", strength=1e-3, max_iter=1,
+                                               solver="prox_newton")
     assert not info.all_converged and int(info.iterations.max()) == 1
 
 
@@ -77,3 +79,21 @@ def test_refuses_to_be_unrolled():
     basis.requires_grad_(True)
     with pytest.raises(ValueError, match="^solver: 'prox_newton' updates its codes in place"):
         diffsc.sparse_code(x, basis, family="softmax", prior="l1", solver="prox_newton", backward="unrolled")
+
+
+def test_far_optimum_of_a_nearly_unregularised_poisson_code():
+    # Found by a sweep like benchmarks/robustness.py's: its optimum lies at
+    # |w| = 118, and the exact solve after coordinate descent stopped where a
+    # sign changed, so each step moved ~1 (300 iterations to a residual of
+    # 6e-5). Solving again on the smaller support reaches it in under 20.
+    from helpers import random_basis, random_inputs
+
+    g = torch.Generator().manual_seed(0)
+    d, k = int(torch.randint(3, 40, (1,), generator=g)), int(torch.randint(2, 80, (1,), generator=g))
+    for family in ["softmax"] * 5 + ["poisson"]:  # the sweep's sixth problem of this seed
+        x, basis = random_inputs(family, 16, d, g), random_basis(d, k, g)
+    kw = dict(family="poisson", prior="l1", strength=1e-4)
+    codes, info = diffsc.sparse_code_with_info(x[10:11], basis, solver="prox_newton", max_iter=20, **kw)
+    assert info.all_converged and float(codes.abs().max()) > 100
+    torch.testing.assert_close(codes, diffsc.sparse_code(x[10:11], basis, solver="active_set", **kw),
+                               rtol=1e-6, atol=1e-6)
