@@ -13,7 +13,8 @@ Newton-type methods for minimizing composite functions*, SIAM J. Optim.
 * Its L1 problem, ``min_z 1/2 z^T H_W z - c^T z + lam |z|_1`` with
   ``c = H_W w - g``, solved by cyclic coordinate descent over all rows at
   once (each coordinate's step is a soft threshold), from ``z = w``, to a
-  relative accuracy that tightens with the code's residual.
+  relative accuracy that tightens with the code's residual; then exactly
+  on the support it finds (again on a smaller one where a sign changes).
 * A backtracking line search along ``d = z - w`` (Armijo's condition with
   the model's decrease ``g^T d + lam (|w + d|_1 - |w|_1)``).
 
@@ -22,7 +23,7 @@ the support, so convergence is quadratic: on the benchmarks' text-like
 problem (``benchmarks/codes.py``, softmax, 33% non-zeros) three iterations
 a code, where the active set (:mod:`.active_set`) adds one atom an
 iteration (up to 50 there, each with its support's Hessian formed anew;
-10.6x slower). Coordinate descent updates its codes in place, which
+about 10x slower). Coordinate descent updates its codes in place, which
 autograd cannot unroll; the active set serves that case.
 
 Not the default: the coordinate descent is a Python loop over the working
