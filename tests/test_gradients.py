@@ -9,9 +9,9 @@ import diffsc
 from helpers import FAMILY_NAMES, SMOOTH_PRIORS, problem_data
 
 TIGHT = 1e-12  # inner solves tight enough for finite differences at eps = 1e-6
-# L1 codes to 1e-14: a solver that stops where the residual falls below tol
-# (proximal Newton, when it was the default here) left a poisson code 2e-12
-# off at 1e-12, 1e-6 in a difference quotient at eps = 1e-6.
+# L1 codes to 1e-14: a solver that stops just under tol (proximal Newton
+# does) left a poisson code 2e-12 off at 1e-12, 1e-6 in a difference
+# quotient at eps = 1e-6.
 TIGHT_L1 = 1e-14
 
 

@@ -37,11 +37,9 @@ from __future__ import annotations
 import torch
 
 from ..hessian import by_support_size
-from .active_set import _violation, ratio_test
+from .active_set import _ARMIJO, _MAX_BACKTRACK, _violation, ratio_test
 from .result import SolveResult, flat
 
-_ARMIJO = 1e-4
-_MAX_BACKTRACK = 30
 # Rows whose residual falls less than _STALL in a step, or below _PRECISE_BELOW,
 # form H_W in their own dtype from then on (float32 before).
 _STALL = 0.5
