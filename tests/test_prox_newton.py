@@ -97,3 +97,40 @@ def test_far_optimum_of_a_nearly_unregularised_poisson_code():
     assert info.all_converged and float(codes.abs().max()) > 100
     torch.testing.assert_close(codes, diffsc.sparse_code(x[10:11], basis, solver="active_set", **kw),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nonnegative", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_coordinate_descent_compiled_and_torch_reach_the_models_minimiser(nonnegative, dtype):
+    # prox_newton's models: 1/2 z^T h z - c^T z + lam |z|_1 on each row's
+    # first coordinates (the rest padding, held at 0), from a start z.
+    from diffsc.priors import get_prior
+    from diffsc.solvers.coordinate_descent import coordinate_descent
+
+    g = torch.Generator().manual_seed(3)
+    n, s = 9, 7
+    a = torch.randn(n, 12, s, generator=g, dtype=torch.float64)
+    h = a.transpose(1, 2) @ a
+    c = 3 * torch.randn(n, s, generator=g, dtype=torch.float64)
+    lam = torch.rand(n, s, generator=g, dtype=torch.float64) + 0.5
+    v = (torch.arange(s) < torch.randint(1, s + 1, (n, 1), generator=g)).double()
+    h = v.unsqueeze(-1) * h * v.unsqueeze(-2) + torch.diag_embed(1 - v)
+    z0 = torch.randn(n, s, generator=g, dtype=torch.float64).abs() * v
+    prior = get_prior("nonneg_l1" if nonnegative else "l1")
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    args = [t.to(dtype) for t in (h, c, lam, z0, v)] + [torch.full((n,), tol, dtype=dtype)]
+    solutions = [coordinate_descent(prior, *args, max_sweeps=5000, compiled=compiled) for compiled in (True, False)]
+    for z in solutions:
+        assert torch.equal(z * (1 - v.to(dtype)), torch.zeros_like(z))  # padding stays 0
+        z = z.double()
+        grad = (h @ z.unsqueeze(-1)).squeeze(-1) - c  # of the smooth part
+        on = z != 0
+        # optimality: grad = -lam sign(z) on the support, |grad| <= lam off it (>= -lam if z >= 0)
+        assert float(((grad + lam * torch.sign(z)) * on).abs().max()) < 1e3 * tol
+        off = (v > 0) & ~on
+        low = -grad[off] if nonnegative else grad[off].abs()
+        assert bool((low <= lam[off] * (1 + 1e3 * tol)).all())
+        if nonnegative:
+            assert bool((z >= 0).all())
+        assert on.any() and off.any()
+    torch.testing.assert_close(solutions[0], solutions[1], rtol=0, atol=1e4 * tol)
