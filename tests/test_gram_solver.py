@@ -1,5 +1,8 @@
 """The compiled Gram solver (the CPU default for gaussian L1) against the torch solvers."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -152,3 +155,15 @@ def test_fista_the_gpu_default_gives_the_cpu_codes_and_gradients(dtype):
     tol = dict(rtol=1e-3, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(out[1][0], out[0][0], **tol)
     torch.testing.assert_close(out[1][1], out[0][1], **tol)
+
+
+def test_compiled_solvers_leave_torchs_thread_count_alone():
+    # Launching numba's OpenMP layer (in a fresh process, the first compiled
+    # solve) reset OpenMP's thread count, torch's with it: 1 became 2.
+    script = ("import torch, diffsc; torch.set_num_threads(1); "
+              "x = torch.randn(20, 8, dtype=torch.float64); b = torch.randn(8, 5, dtype=torch.float64); "
+              "diffsc.sparse_code(x, b, prior='l1', strength=0.1); "
+              "diffsc.sparse_code(x.abs().round(), b, family='poisson', prior='l1', strength=0.1); "
+              "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "1"

@@ -17,8 +17,13 @@ BLOCK = 32  # examples per parallel task: enough to amortise its scratch arrays
 
 
 def use_torch_threads() -> None:
-    """Run numba's parallel loops on as many threads as torch uses."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Run numba's parallel loops on as many threads as torch uses (and leave torch's as they were)."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    # Launching numba's OpenMP layer (its first parallel call) sets OpenMP's
+    # thread count, which torch's is: a user's torch.set_num_threads(1) became 2.
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def support_solve(basis, support, rhs):
