@@ -3,7 +3,8 @@
 # limit, so one slow step cannot take the rest):
 #   bash benchmarks/gpu.sh OUT            # CUDA tests, flops.py (N = 10,000 and 100,000),
 #                                         # codes.py kl (one process per size)
-#   bash benchmarks/gpu.sh OUT softmax,backward
+#   bash benchmarks/gpu.sh OUT softmax,backward   # softmax: also robustness.py's L1 sweep (small
+#                                         # problems) with proximal Newton and the active set
 #   bash benchmarks/gpu.sh OUT l1         # scikit-learn's rows skipped (lasso_lars alone takes
 #                                         # ~20 min); SPAMS runs if importable: the device image has
 #                                         # none, carry the spams-bin wheel (.library/device/README.md)
@@ -36,4 +37,10 @@ else
     skip=""
     case ",$sections," in *,l1,*) skip="--skip lasso_lars,lasso_cd" ;; esac
     timeout 420 $codes --only "$sections" $skip --out "$out"
+    case ",$sections," in *,softmax,*)
+        for solver in prox_newton active_set; do
+            timeout 120 python3 benchmarks/robustness.py --priors l1 --seeds 5 --device cuda --solver $solver \
+                | tee "$out/robustness-l1-$solver.txt"
+        done ;;
+    esac
 fi

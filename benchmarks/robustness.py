@@ -43,7 +43,7 @@ SWEEPS = {"smooth": (FAMILIES, PRIORS, SETTINGS),
           "l1": (FAMILIES[1:], ["l1", "nonneg_l1"], [(1e-4, 1.0), (1e-2, 1.0), (0.5, 1.0), (5.0, 1.0)])}
 
 
-def run(seeds, max_iter, solver=None, priors="smooth"):
+def run(seeds, max_iter, solver=None, priors="smooth", device="cpu"):
     families, prior_names, settings = SWEEPS[priors]
     done, total = Counter(), Counter()
     seconds = 0.0
@@ -59,7 +59,7 @@ def run(seeds, max_iter, solver=None, priors="smooth"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
                     w, info = diffsc.sparse_code_with_info(
-                        x.to(dtype), basis.to(dtype), family=family, prior=prior,
+                        x.to(device, dtype), basis.to(device, dtype), family=family, prior=prior,
                         strength=lam, prior_mean=p, max_iter=max_iter, solver=solver,
                     )
                 seconds += time.perf_counter() - start
@@ -83,8 +83,9 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="one seed")
     parser.add_argument("--solver", default=None, help="e.g. newton (factored); default: the library's")
     parser.add_argument("--priors", choices=sorted(SWEEPS), default="smooth")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    return run(1 if args.smoke else args.seeds, args.max_iter, args.solver, args.priors)
+    return run(1 if args.smoke else args.seeds, args.max_iter, args.solver, args.priors, args.device)
 
 
 if __name__ == "__main__":
