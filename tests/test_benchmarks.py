@@ -21,7 +21,7 @@ def _load(name):
 def test_solver_choice_smoke(family, capsys):
     rows = _load("solver_choice").main(["--smoke", "--family", family])
     methods = {(prior, method) for prior, method, *_ in rows}
-    l1_default = "diffsc default (gram)" if family == "gaussian" else "diffsc default (active_set)"
+    l1_default = "diffsc default (gram)" if family == "gaussian" else "diffsc default (prox_newton)"
     assert {("kl", "diffsc default (newton_cg)"), ("l1", l1_default), ("l1", "diffsc active_set"),
             ("l1", "diffsc prox_newton")} <= methods
     # Every diffsc row reached the requested tolerance on the same problem.

@@ -34,8 +34,9 @@ def test_default_for_gaussian_l1_on_cpu_only():
     assert default_solver(gaussian_l1, on_gpu) == "fista"  # few launches, few host reads
     assert default_solver(gaussian_l1, on_gpu, differentiable=True) == "active_set"
     assert default_solver(gaussian_l1, differentiable=True) == "active_set"  # unrolled autograd
-    assert default_solver(diffsc.Problem.of("softmax", "l1")) == "active_set"
+    assert default_solver(diffsc.Problem.of("softmax", "l1")) == "prox_newton"
     assert default_solver(diffsc.Problem.of("softmax", "l1"), on_gpu) == "active_set"
+    assert default_solver(diffsc.Problem.of("poisson", "nonneg_l1"), differentiable=True) == "active_set"
     assert default_solver(diffsc.Problem.of("gaussian", "kl")) == "newton_cg"
 
 

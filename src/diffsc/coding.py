@@ -146,9 +146,9 @@ def sparse_code(
         Default: ``"newton_cg"`` for smooth priors (``"newton"``, factored
         steps, for the uniform prior and under ``backward="unrolled"``); for
         L1 ``"gram"`` (compiled, gaussian family on the CPU), ``"fista"``
-        (gaussian family on other devices), else ``"active_set"``.
-        ``"prox_newton"`` (L1, proximal Newton) is 10x faster than the active
-        set on large text-like batches (``benchmarks/codes.py``).
+        (gaussian family on other devices), ``"prox_newton"`` (proximal
+        Newton, the other families on the CPU), else ``"active_set"`` (and
+        under ``backward="unrolled"``).
     backward : {"implicit", "unrolled"}
         ``"implicit"`` solves one system with the code Hessian per example in
         backward (conjugate gradients for smooth priors);

@@ -39,21 +39,26 @@ def default_solver(problem, x=None, differentiable=False) -> str:
     prior (maximum likelihood: ``H`` may be singular, where conjugate gradients
     pick another of the minimisers than the factored step); for L1 the compiled
     Gram solver where it applies (gaussian, CPU, no autograd through the
-    iterations), gaussian codes on other devices FISTA, else the torch active
-    set. (On a GPU each torch operator is a kernel launch and each host read
-    a wait: the active set's one atom an iteration costs 11-60x the
-    launches of FISTA and 420-780x its host reads, counted by
-    ``benchmarks/flops.py --priors l1``, and took 0.85-1.8 s on an H200.
-    ``prox_newton`` is 10x faster than the active set on the softmax
-    problem of ``benchmarks/codes.py`` but not yet the default: its
-    coordinate descent, a Python loop over the working set, made it slower
-    than the active set on small batches of small problems.)"""
+    iterations), gaussian codes on other devices FISTA, other families
+    proximal Newton on the CPU, and the torch active set under unrolled
+    autograd (proximal Newton's coordinate descent updates in place) and on
+    other devices (there proximal Newton's coordinate descent is torch
+    operators, a few a coordinate and sweep: fewer than the active set's on
+    the text-like problem of ``benchmarks/flops.py --family softmax``, but on
+    small problems they made it 38x slower on the CPU, and neither is yet
+    timed on a GPU). (On a GPU each
+    torch operator is a kernel launch and each host read a wait: the active
+    set's one atom an iteration costs 11-60x the launches of FISTA and
+    420-780x its host reads, counted by ``benchmarks/flops.py --priors l1``,
+    and took 0.85-1.8 s on an H200.)"""
     if not problem.l1:
         return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
     cpu = x is None or x.device.type == "cpu"
-    if problem.family.name == "gaussian" and not differentiable:
+    if differentiable:
+        return "active_set"
+    if problem.family.name == "gaussian":
         return "gram" if cpu else "fista"
-    return "active_set"
+    return "prox_newton" if cpu else "active_set"
 
 
 def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, init=None):
