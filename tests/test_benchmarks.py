@@ -39,6 +39,14 @@ def test_robustness_smoke(capsys):
     assert "fully converged" in capsys.readouterr().out
 
 
+def test_robustness_l1_smoke(capsys):
+    done, total = _load("robustness").main(["--smoke", "--priors", "l1"])
+    assert sum(total.values()) == 2 * 3 * 2 * 4  # dtypes x families x priors x strengths
+    # the default (proximal Newton on the CPU) converged on every batch of the 5-seed sweep
+    assert done == total
+    assert "solved in" in capsys.readouterr().out
+
+
 def test_profile_smooth_smoke():
     out = _load("profile_smooth").main(["--size", "64x256", "--prior", "kl", "--n", "300"])
     assert out["seconds"] > 0 and 0 < out["mm_share"] < 1

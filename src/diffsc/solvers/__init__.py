@@ -37,20 +37,20 @@ def default_solver(problem, x=None, differentiable=False) -> str:
     """For smooth priors Newton-CG, or Newton's factored steps when autograd
     unrolls the iterations (Newton-CG updates in place) and for the uniform
     prior (maximum likelihood: ``H`` may be singular, where conjugate gradients
-    pick another of the minimisers than the factored step); for L1 the compiled
-    Gram solver where it applies (gaussian, CPU, no autograd through the
-    iterations), gaussian codes on other devices FISTA, other families
-    proximal Newton on the CPU, and the torch active set under unrolled
-    autograd (proximal Newton's coordinate descent updates in place) and on
-    other devices (there proximal Newton's coordinate descent is torch
-    operators, a few a coordinate and sweep: fewer than the active set's on
-    the text-like problem of ``benchmarks/flops.py --family softmax``, but on
-    small problems they made it 38x slower on the CPU, and neither is yet
-    timed on a GPU). (On a GPU each
-    torch operator is a kernel launch and each host read a wait: the active
-    set's one atom an iteration costs 11-60x the launches of FISTA and
-    420-780x its host reads, counted by ``benchmarks/flops.py --priors l1``,
-    and took 0.85-1.8 s on an H200.)"""
+    pick another of the minimisers than the factored step).
+
+    For L1 under unrolled autograd the torch active set (the others update in
+    place); else for the gaussian family the compiled Gram solver on the CPU
+    and FISTA on other devices, and for the other families proximal Newton on
+    the CPU and the active set on other devices. (On a GPU each torch
+    operator is a kernel launch and each host read a wait: the active set's
+    one atom an iteration costs 11-60x the launches of FISTA and 420-780x
+    its host reads, counted by ``benchmarks/flops.py --priors l1``, and took
+    0.85-1.8 s on an H200. Off the CPU proximal Newton's coordinate descent
+    is torch operators, a few a coordinate and sweep: fewer in all than the
+    active set's on the text-like problem of ``flops.py --family softmax``,
+    but on small problems they made it 38x slower than the active set on the
+    CPU; neither is yet timed on a GPU for these families.)"""
     if not problem.l1:
         return "newton" if differentiable or problem.prior.name == "uniform" else "newton_cg"
     cpu = x is None or x.device.type == "cpu"

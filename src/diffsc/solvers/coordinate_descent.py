@@ -23,7 +23,9 @@ def coordinate_descent(prior, h, c, lam, z, v, accuracy, max_sweeps, compiled=No
     """The models' approximate minimisers, from ``z`` (not overwritten);
     ``compiled`` (default: on the CPU) picks the numba kernel."""
     z = z.clone(memory_format=torch.contiguous_format)
-    if z.device.type == "cpu" if compiled is None else compiled:
+    if compiled is None:
+        compiled = z.device.type == "cpu"
+    if compiled:
         use_torch_threads()
         _sweeps(h.contiguous().numpy(), c.contiguous().numpy(), lam.contiguous().numpy(), z.numpy(),
                 v.contiguous().numpy(), accuracy.contiguous().numpy(), prior.nonnegative, max_sweeps)
