@@ -134,3 +134,27 @@ def test_coordinate_descent_compiled_and_torch_reach_the_models_minimiser(nonneg
             assert bool((z >= 0).all())
         assert on.any() and off.any()
     torch.testing.assert_close(solutions[0], solutions[1], rtol=0, atol=1e4 * tol)
+
+
+@pytest.mark.parametrize("family", ["softmax", "poisson", "bernoulli"])
+def test_codes_at_zero_share_one_hessian(family):
+    # Rows whose codes are all 0 (the default start) have r = f(0): their
+    # working-set blocks are gathered from one K x K Hessian, not formed per row.
+    from diffsc.families import get_family
+    from diffsc.solvers.prox_newton import _blocks
+
+    fam = get_family(family)
+    x, basis = problem_data(family, n=6, d=9, k=7, seed=5)
+    w = torch.zeros(6, 7, dtype=torch.float64)
+    w[3:, 2] = 0.4  # rows 3-5 off zero
+    r = fam.transfer(w @ basis.T)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(7, generator=g) for _ in range(6)])
+    counts = torch.tensor([7, 3, 5, 2, 7, 4])
+    zero = ~(w != 0).any(1)
+    on = (torch.arange(7) < counts[:, None]).double()
+    mask = on.unsqueeze(-1) * on.unsqueeze(-2)  # each row's working set (the caller masks the rest)
+    shared = _blocks(fam, basis, r, idx, counts, zero) * mask
+    formed = _blocks(fam, basis, r, idx, counts, torch.zeros_like(zero)) * mask
+    torch.testing.assert_close(shared, formed, rtol=1e-12, atol=1e-14)
+    assert (shared.diagonal(dim1=1, dim2=2) > 0).sum() == counts.sum()

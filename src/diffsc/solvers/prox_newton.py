@@ -119,7 +119,7 @@ def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, pre
     # each row's working set first (ascending), padded by coordinates held at 0
     idx = torch.argsort((~working).to(torch.int8), dim=1, stable=True)[:, :s]
     v = (torch.arange(s, device=w.device) < counts[:, None]).to(w.dtype)
-    h = _working_hessian(family, bases, r, idx, v, precise)
+    h = _working_hessian(family, bases, r, idx, v, precise, ~(w != 0).any(1))
     w_s, lam_s = w.gather(1, idx) * v, lam_k[idx]
     c = (h @ w_s.unsqueeze(-1)).squeeze(-1) - grad_loss.gather(1, idx) * v
     # Inexact: the model need not be solved much past the code's own residual.
@@ -132,18 +132,20 @@ def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, pre
     return torch.zeros_like(w).scatter(1, idx, (z - w_s) * v)
 
 
-def _working_hessian(family, bases, r, idx, v, precise):
+def _working_hessian(family, bases, r, idx, v, precise, zero):
     """``H_W``, ``(n, s, s)``, in chunks of rows; padding rows and columns are the identity's.
 
     Formed in float32 (``bases[0]``; ``bases[1]`` is the codes' dtype, for the
     ``precise`` rows): a Newton step needs a few digits, and forming ``H_W``
     is most of an iteration's time. The gradient, the objective and the
-    model's linear term stay in the codes' dtype."""
+    model's linear term stay in the codes' dtype. Rows whose codes are all
+    ``zero`` (the default start) share ``r = f(0)``, so their blocks are
+    taken from one ``K x K`` Hessian."""
     counts = v.sum(1).long()
-    h = _blocks(family, bases[0], r, idx, counts).to(v.dtype)
+    h = _blocks(family, bases[0], r, idx, counts, zero).to(v.dtype)
     if bool(precise.any()):
         rows = precise.nonzero().squeeze(1)
-        h[rows] = _blocks(family, bases[1], r[rows], idx[rows], counts[rows])
+        h[rows] = _blocks(family, bases[1], r[rows], idx[rows], counts[rows], zero[rows])
     h = v.unsqueeze(-1) * h * v.unsqueeze(-2)
     diag = h.diagonal(dim1=-2, dim2=-1)
     # padding is the identity's; an atom without curvature here gets a little
@@ -152,13 +154,22 @@ def _working_hessian(family, bases, r, idx, v, precise):
     return h
 
 
-def _blocks(family, basis, r, idx, counts):
-    """``B_W^T S(r) B_W`` per row in ``basis``'s dtype, ``(n, s, s)``, zero
-    past each row's ``counts`` (rows chunked by working-set size)."""
+def _blocks(family, basis, r, idx, counts, zero):
+    """``B_W^T S(r) B_W`` per row in ``basis``'s dtype, ``(n, s, s)``, on
+    each row's first ``counts`` coordinates (past them: zero or another
+    padding coordinate's entries, for the caller to mask), rows chunked by
+    working-set size, rows at ``zero`` codes gathered from their shared Hessian."""
     n, s = idx.shape
     h = torch.zeros(n, s, s, dtype=basis.dtype, device=basis.device)
     r = r.to(basis.dtype)
-    for rows, size in by_support_size(counts, lambda size: size * basis.shape[0]):
+    if bool(zero.any()):
+        at_zero = zero.nonzero().squeeze(1)
+        shared = family.block_gram(basis.T.unsqueeze(0), r[at_zero[:1]])[0]  # (K, K) at r = f(0)
+        z_idx = idx[at_zero]
+        h[at_zero] = shared[z_idx.unsqueeze(-1), z_idx.unsqueeze(-2)]
+    rest = (~zero).nonzero().squeeze(1)
+    for rows, size in by_support_size(counts[rest], lambda size: size * basis.shape[0]):
+        rows = rest[rows]
         h[rows, :size, :size] = family.block_gram(basis.T[idx[rows, :size]], r[rows])
     return h
 
