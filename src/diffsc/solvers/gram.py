@@ -108,7 +108,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                 s += 1
             else:
                 w[j] = 0.0
-    _gradient(gram, c, w, support, s, g)
+    _gradient(gram, c, w, support, s, g, tmp)
     it = 0
     resolve = s > 0
     while True:
@@ -170,7 +170,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
         # -g <= lam). The same pass lists the violators, candidates to enter.
         res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
         if res <= tol:
-            _gradient(gram, c, w, support, s, g)  # exact, not accumulated, before stopping
+            _gradient(gram, c, w, support, s, g, tmp)  # exact, not accumulated, before stopping
             res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
             if res <= tol:
                 return it, res
@@ -240,12 +240,10 @@ def _move_gradient(gram, support, s, steps, g):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _gradient(gram, c, w, support, s, g):
+def _gradient(gram, c, w, support, s, g, scratch):
     """``g = G w - c`` from the support."""
     for m in range(c.shape[0]):
         g[m] = -c[m]
     for a in range(s):
-        j = support[a]
-        row = gram[j]
-        for m in range(c.shape[0]):
-            g[m] += w[j] * row[m]
+        scratch[a] = w[support[a]]
+    _move_gradient(gram, support, s, scratch, g)
