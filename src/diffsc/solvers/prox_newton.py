@@ -24,7 +24,7 @@ the support, so convergence is quadratic: on the benchmarks' text-like
 problem (``benchmarks/codes.py``, softmax, 33% non-zeros) three iterations
 a code, where the active set (:mod:`.active_set`) adds one atom an
 iteration (up to 50 there, each with its support's Hessian formed anew;
-about 12x slower). On the small hard problems of
+about 13x slower). On the small hard problems of
 ``benchmarks/robustness.py --priors l1`` (16 inputs, D < 40, strength 1e-4
 to 5) it converged on every batch, where the active set missed one in
 eleven, in about half the active set's time. Coordinate descent updates
