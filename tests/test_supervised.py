@@ -121,7 +121,7 @@ def test_fine_tuning_lowers_the_training_loss_and_keeps_held_out_accuracy(digits
             train_loss = float(model.loss(model(x_train), y_train, l2=1e-3))
             accuracy = float((model(x_test).argmax(-1) == y_test).double().mean())
         results[fine_tune] = (train_loss, accuracy, history)
-    (loss0, acc0, history0), (loss1, acc1, history1) = results[False], results[True]
+    (loss0, acc0, _), (loss1, acc1, history1) = results[False], results[True]
     assert history1[0]["train_loss"] == pytest.approx(loss0, rel=1e-9)  # phase 1 is the head-only model
     assert loss1 < 0.8 * loss0, (loss0, loss1)
     assert acc1 >= acc0, (acc0, acc1)  # 540 held-out digits, fixed seed
