@@ -154,7 +154,14 @@ def test_codes_at_zero_share_one_hessian(family):
     zero = ~(w != 0).any(1)
     on = (torch.arange(7) < counts[:, None]).double()
     mask = on.unsqueeze(-1) * on.unsqueeze(-2)  # each row's working set (the caller masks the rest)
-    shared = _blocks(fam, basis, r, idx, counts, zero) * mask
-    formed = _blocks(fam, basis, r, idx, counts, torch.zeros_like(zero)) * mask
+    widths = []  # the blocks formed: (rows, atoms) of each call
+    block_gram = fam.block_gram
+    fam.block_gram = lambda cols, r: widths.append(tuple(cols.shape[:2])) or block_gram(cols, r)
+    try:
+        shared = _blocks(fam, basis, r, idx, counts, zero) * mask
+        assert (1, 7) in widths and all(rows <= 3 for rows, _ in widths)  # one K x K block, then rows 3-5
+        formed = _blocks(fam, basis, r, idx, counts, torch.zeros_like(zero)) * mask
+    finally:
+        del fam.block_gram
     torch.testing.assert_close(shared, formed, rtol=1e-12, atol=1e-14)
     assert (shared.diagonal(dim1=1, dim2=2) > 0).sum() == counts.sum()

@@ -164,13 +164,12 @@ def _blocks(family, basis, r, idx, counts, zero):
     h = torch.zeros(n, s, s, dtype=basis.dtype, device=basis.device)
     r = r.to(basis.dtype)
     # one K x K block where it costs less than the zero rows' own blocks
-    if bool(zero.any()) and basis.shape[1] ** 2 < int(counts[zero].square().sum()):
+    zero = zero & (basis.shape[1] ** 2 < int(counts[zero].square().sum()))
+    if bool(zero.any()):
         at_zero = zero.nonzero().squeeze(1)
         shared = family.block_gram(basis.T.unsqueeze(0), r[at_zero[:1]])[0]  # (K, K) at r = f(0)
         z_idx = idx[at_zero]
         h[at_zero] = shared[z_idx.unsqueeze(-1), z_idx.unsqueeze(-2)]
-    else:
-        zero = torch.zeros_like(zero)
     rest = (~zero).nonzero().squeeze(1)
     for rows, size in by_support_size(counts[rest], lambda size: size * basis.shape[0]):
         rows = rest[rows]
