@@ -215,3 +215,11 @@ def test_ridge_start_only_for_the_default_start_of_gaussian_kl_codes():
     assert start(problem, basis, lam, p, default + 1, torch.float32) is None  # a user's start is kept
     assert start(diffsc.Problem.of("gaussian", "l2"), basis, lam, p, default * 0, torch.float32) is None
     assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, default, torch.float32) is None
+    # per-atom means, and signed KL's minimiser 0, compared without a second start
+    p_atoms = torch.linspace(0.01, 0.1, 8, dtype=torch.float64)
+    signed = diffsc.Problem.of("gaussian", "signed_kl")
+    assert start(problem, basis, lam, p_atoms, problem.prior.initial(p_atoms, (3, 8), basis),
+                 torch.float32) is not None
+    assert start(problem, basis, lam, p_atoms, default, torch.float32) is None
+    assert start(signed, basis, lam, p, signed.prior.initial(p, (3, 8), basis), torch.float32) is not None
+    assert start(signed, basis, lam, p, default, torch.float32) is None

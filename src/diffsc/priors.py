@@ -38,9 +38,13 @@ class Prior:
         """``R_i(w_i)`` elementwise."""
         raise NotImplementedError
 
+    def minimiser(self, p: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The minimiser of ``R`` alone, broadcastable to the codes."""
+        return torch.zeros((), dtype=like.dtype, device=like.device)
+
     def initial(self, p: torch.Tensor, shape, like: torch.Tensor) -> torch.Tensor:
-        """A starting code: the minimiser of ``R`` alone."""
-        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+        """A starting code: :meth:`minimiser`, one copy a solver may overwrite."""
+        return torch.broadcast_to(self.minimiser(p, like), shape).clone(memory_format=torch.contiguous_format)
 
     def project(self, w: torch.Tensor) -> torch.Tensor:
         """Move a warm start into the prior's domain."""
@@ -187,9 +191,8 @@ class KL(SmoothPrior):
     def mirror_inverse(self, s, p):
         return p * torch.exp(s)
 
-    def initial(self, p, shape, like):
-        # one pass (not ones() times p): a copy the solver may overwrite
-        return torch.broadcast_to(p.to(like), shape).clone(memory_format=torch.contiguous_format)
+    def minimiser(self, p, like):
+        return p.to(like)
 
     def coordinate_log_step(self, w, p, lam, grad_loss, curvature):
         """``log(v / w)`` for the minimiser ``v`` of the one-coordinate model
