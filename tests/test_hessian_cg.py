@@ -1,10 +1,12 @@
 """Hessian solves by conjugate gradients (the backward pass for smooth priors) against factorisations."""
 
+import numpy as np
 import pytest
 import torch
 
 import diffsc
 import diffsc.hessian_cg as hessian_cg
+import diffsc.solvers.newton_cg_compiled as compiled
 from diffsc.hessian import hessian_solve
 from helpers import problem_data
 
@@ -48,3 +50,43 @@ def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
     direct, _ = hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)
     assert bool(ok.all())
     torch.testing.assert_close(solution, direct, rtol=1e-12, atol=1e-14)
+
+
+def test_decouple_solves_the_own_rows_of_codes_near_zero():
+    # Gaussian KL codes: H_L = G = B^T B, the prior's scaled part is lam.
+    # Coordinates with S^2 G_ii <= DECOUPLED lam take their own row of
+    # (S G S + lam) z = -S g given the others; the rest are left as they are.
+    g_ = torch.Generator().manual_seed(0)
+    basis = torch.randn(7, 6, generator=g_, dtype=torch.float64)
+    gram, lam = basis.T @ basis, torch.full((6,), 0.1, dtype=torch.float64)
+    scale = torch.rand(4, 6, generator=g_, dtype=torch.float64) + 0.5
+    scale[:, :2] = 1e-6  # S^2 G_ii ~ 1e-11: decoupled
+    free = torch.ones(4, 6, dtype=torch.bool)
+    free[0, 0] = False
+    g, z = (torch.randn(4, 6, generator=g_, dtype=torch.float64) for _ in range(2))
+    diag = lam + scale.square() * gram.diag()
+    product = (scale * free * z) @ gram
+    z_new, product_new = hessian_cg.decouple(g, scale, diag - diag + lam, diag, free, z, product)
+
+    own = free & (scale < 1e-3)
+    assert not bool(own[0, 0]) and z_new[0, 0] == z[0, 0]
+    assert torch.equal(z_new[~own], z[~own]) and torch.equal(product_new[~own], product[~own])
+    # the scaled residual of their rows, down from ~lam z to the coupling of
+    # two decoupled codes in one row (S_i S_j G_ij ~ 1e-12)
+    row = scale * ((scale * free * z_new) @ gram + g) + lam * z_new
+    assert float(row[own].abs().max()) < 1e-11 and float((scale * (product + g) + lam * z)[own].abs().min()) > 1e-3
+    # H d follows each own coordinate's change, not its neighbours': off by
+    # at most |G| |change of d| (d moves by ~1e-6 here, H d's entries ~1)
+    moved = (scale * free * (z_new - z)).abs()
+    assert float(moved.max()) > 1e-7
+    assert bool(((product_new - (scale * free * z_new) @ gram).abs() <= 1.001 * moved @ gram.abs() + 1e-15).all())
+
+    # the compiled loop's kernel: the same (to the rounding of g + others), in
+    # place on z, d = S z and H d
+    sol, step = z.numpy().copy(), (scale * free * z).numpy().copy()
+    prod = product.numpy().copy()
+    compiled._decouple(sol, scale.numpy(), (~free).numpy(), g.numpy(), prod, gram.diag().numpy().copy(),
+                       lam.numpy(), hessian_cg.DECOUPLED, step)
+    np.testing.assert_allclose(sol, z_new.numpy(), rtol=1e-9, atol=0)
+    np.testing.assert_allclose(prod, product_new.numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(step, (scale * free * z_new).numpy(), rtol=1e-9, atol=0)

@@ -223,3 +223,30 @@ def test_ridge_start_only_for_the_default_start_of_gaussian_kl_codes():
     assert start(problem, basis, lam, p_atoms, default, torch.float32) is None
     assert start(signed, basis, lam, p, signed.prior.initial(p, (3, 8), basis), torch.float32) is not None
     assert start(signed, basis, lam, p, default, torch.float32) is None
+
+
+def test_codes_float32_left_at_its_floor_finish_in_one_float64_step(monkeypatch, loop):
+    # Gaussian KL codes, the benchmarks' lam and p: codes float32 leaves at
+    # its floor (1e-38) that float64 puts lower converged only linearly in
+    # float64 (CG scales their steps by its alpha) until they took their own
+    # rows of the Newton system (hessian_cg.decouple).
+    x, basis = planted(200, 100, 64, seed=0)
+    kw = dict(prior="kl", strength=0.03026, prior_mean=0.01, tol=1e-6)
+    fine_steps = []
+    chunk = newton_cg_module._solve_chunk
+
+    def spy(model, w, tol, max_iter):
+        out = chunk(model, w, tol, max_iter)
+        if w.dtype == torch.float64:
+            fine_steps.append(int(out[1].max()))
+        return out
+
+    monkeypatch.setattr(newton_cg_module, "_solve_chunk", spy)
+    w, info = _codes(x, basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and fine_steps == [1]
+    monkeypatch.setattr(hessian_cg, "DECOUPLED", -1.0)  # none decoupled
+    monkeypatch.setattr(compiled, "DECOUPLED", -1.0)
+    fine_steps.clear()
+    coupled, info = _codes(x, basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and fine_steps[0] >= 3
+    torch.testing.assert_close(w, coupled, rtol=1e-5, atol=1e-8)

@@ -61,7 +61,7 @@ from __future__ import annotations
 import torch
 
 from ..hessian import hessian_solve
-from ..hessian_cg import Products, cg, gradient_change, rows_at_once, scaled_system
+from ..hessian_cg import Products, cg, decouple, gradient_change, rows_at_once, scaled_system
 from ..priors import SmoothPrior
 from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
 from .newton_cg_compiled import compiled_chunk, handles
@@ -153,7 +153,9 @@ def _direction(model, w, g, r, far, residual, tol):
         # A step that leaves a quarter of the gradient still converges (at
         # least linearly); one that leaves it all (the CG's scaled norm can
         # hide coordinates) is taken factored.
-        left = gradient_change(products, g, scale, shift, r, free, z)
+        # Nearly decoupled coordinates first take their own rows (decouple).
+        z, product = decouple(g, scale, shift, diag, free, z, products(scale * free * z, r))
+        left = gradient_change(products, g, scale, shift, r, free, z, product)
         ok = ok & (left <= rel.clamp_min(_ENOUGH) * (g * free).abs().amax(-1))
         # A scale below float32's normal range (a KL code under ~1e-76) is 0
         # there, so its coordinate never moves, while its mirror step

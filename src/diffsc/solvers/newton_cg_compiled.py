@@ -29,7 +29,7 @@ import torch
 
 from ..gram_cholesky import use_torch_threads
 from ..hessian import hessian_solve
-from ..hessian_cg import FASTMATH, compiled_cg
+from ..hessian_cg import DECOUPLED, FASTMATH, compiled_cg
 from .newton import _ARMIJO, _MAX_BACKTRACK, _MAX_MIRROR_STEP
 from .result import FLAT_ULPS
 
@@ -129,6 +129,23 @@ def _scaled_step(sol, scale, far, step):
     for i in numba.prange(sol.shape[0]):
         for j in range(sol.shape[1]):
             step[i, j] = 0.0 if far[i, j] else scale[i, j] * sol[i, j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _decouple(sol, scale, far, g, product, gii, lam, decoupled, step):
+    """:func:`diffsc.hessian_cg.decouple`: free coordinates with
+    ``S^2 G_ii <= decoupled lam`` take their own row of the Newton system,
+    given the others' step (``product = d G``, updated), in place."""
+    for i in numba.prange(sol.shape[0]):
+        for j in range(sol.shape[1]):
+            sc = scale[i, j]
+            if far[i, j] or not sc * sc * gii[j] <= decoupled * lam[j]:
+                continue
+            others = product[i, j] - gii[j] * step[i, j]
+            z = -sc * (g[i, j] + others) / (lam[j] + sc * sc * gii[j])
+            product[i, j] = others + gii[j] * sc * z
+            sol[i, j] = z
+            step[i, j] = sc * z
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -385,7 +402,9 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
         # float32 directions are judged by the gradient their model leaves,
         # in the codes' dtype; H d itself needs only float32's 7 digits there
         # (the test allows a quarter of the gradient, or rel >= 1e-7 of it).
-        _check(sol, scale, far, g, ch.product(step.astype(low), high=False), ch.lam, rel, enough, tiny_scale, ok)
+        product = ch.product(step.astype(low), high=False)
+        _decouple(sol, scale, far, g, product, ch.gii, ch.lam, DECOUPLED, step)
+        _check(sol, scale, far, g, product, ch.lam, rel, enough, tiny_scale, ok)
     if not ok.all():
         _factored(ch, w, g, far, step, ~ok)
 
