@@ -93,6 +93,13 @@ def test_blas_threads_smoke(capsys):
     assert "one thread" in capsys.readouterr().out
 
 
+def test_lbfgsb_restarts_smoke(capsys):
+    rows = _load("lbfgsb_restarts").main(["--smoke"])
+    assert [r["restarts"] for r in rows] == [0, 3]
+    assert all(r["seconds"] > 0 and 0 <= r["worst_residual"] < 1e-3 and 0 <= r["rows_short"] <= 3 for r in rows)
+    assert "with and without restarts" in capsys.readouterr().out
+
+
 def test_flops_smoke_softmax_l1(capsys):
     rows = _load("flops").main(["--smoke", "--family", "softmax", "--priors", "l1",
                                 "--solvers", "active_set,prox_newton"])
