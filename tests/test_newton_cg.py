@@ -145,28 +145,34 @@ def test_refuses_to_be_unrolled():
         diffsc.sparse_code(x, basis, prior="kl", solver="newton_cg", backward="unrolled")
 
 
+def spy_on_chunks(monkeypatch):
+    """``(dtype, tol, most Newton steps)`` of each chunk solve from now on."""
+    calls, chunk = [], newton_cg_module._solve_chunk
+
+    def spy(model, w, tol, max_iter):
+        out = chunk(model, w, tol, max_iter)
+        calls.append((w.dtype, tol, int(out[1].max())))
+        return out
+
+    monkeypatch.setattr(newton_cg_module, "_solve_chunk", spy)
+    return calls
+
+
 def test_float32_phase_then_float64_within_max_iter(monkeypatch, loop):
     x, basis = planted(30, 16, 32, seed=6)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
-    phases = []
-    chunk = newton_cg_module._solve_chunk
-
-    def spy(model, w, tol, max_iter):
-        phases.append((w.dtype, tol))
-        return chunk(model, w, tol, max_iter)
-
-    monkeypatch.setattr(newton_cg_module, "_solve_chunk", spy)
+    calls = spy_on_chunks(monkeypatch)
     w, info = _codes(x, basis, "newton_cg", **kw)
-    assert phases == [(torch.float32, newton_cg_module.PHASE_TOL), (torch.float64, 1e-10)]
+    assert [c[:2] for c in calls] == [(torch.float32, newton_cg_module.PHASE_TOL), (torch.float64, 1e-10)]
     assert bool(info.converged.all())
     with pytest.warns(diffsc.ConvergenceWarning):
         _, capped = _codes(x, basis, "newton_cg", max_iter=3, **kw)
     assert int(capped.iterations.max()) <= 3
     # A tolerance float32 reaches itself: float32 aims at it, float64 checks (and finishes)
     for tol in (1e-6, 1e-3):
-        phases.clear()
+        calls.clear()
         w, info = _codes(x, basis, "newton_cg", **{**kw, "tol": tol})
-        assert phases == [(torch.float32, tol), (torch.float64, tol)]
+        assert [c[:2] for c in calls] == [(torch.float32, tol), (torch.float64, tol)]
         assert bool(info.converged.all()) and float(info.residual.max()) <= tol
 
 
@@ -232,21 +238,12 @@ def test_codes_float32_left_at_its_floor_finish_in_one_float64_step(monkeypatch,
     # rows of the Newton system (hessian_cg.decouple).
     x, basis = planted(200, 100, 64, seed=0)
     kw = dict(prior="kl", strength=0.03026, prior_mean=0.01, tol=1e-6)
-    fine_steps = []
-    chunk = newton_cg_module._solve_chunk
-
-    def spy(model, w, tol, max_iter):
-        out = chunk(model, w, tol, max_iter)
-        if w.dtype == torch.float64:
-            fine_steps.append(int(out[1].max()))
-        return out
-
-    monkeypatch.setattr(newton_cg_module, "_solve_chunk", spy)
+    calls = spy_on_chunks(monkeypatch)
     w, info = _codes(x, basis, "newton_cg", **kw)
-    assert bool(info.converged.all()) and fine_steps == [1]
+    assert bool(info.converged.all()) and [c[2] for c in calls if c[0] == torch.float64] == [1]
     monkeypatch.setattr(hessian_cg, "DECOUPLED", -1.0)  # none decoupled
     monkeypatch.setattr(compiled, "DECOUPLED", -1.0)
-    fine_steps.clear()
+    calls.clear()
     coupled, info = _codes(x, basis, "newton_cg", **kw)
-    assert bool(info.converged.all()) and fine_steps[0] >= 3
+    assert bool(info.converged.all()) and [c[2] for c in calls if c[0] == torch.float64][0] >= 3
     torch.testing.assert_close(w, coupled, rtol=1e-5, atol=1e-8)
