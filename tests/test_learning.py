@@ -123,6 +123,30 @@ def test_compiled_atom_sweeps_equal_the_torch_ones(dtype):
     assert bool((learner.basis.norm(dim=0) <= 1 + tol).all()) and bool((learner.basis.norm(dim=0) > 1 - tol).any())
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sparse_moments_equal_the_dense_ones(monkeypatch, dtype):
+    """Online learning's mini-batch error and statistics from sparse codes
+    (compiled, skipping zeros) equal the dense products; dense codes take
+    the products."""
+    import diffsc.learning as learning
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(30, 11, generator=g, dtype=dtype)
+    basis = random_basis(11, 20, g, dtype)
+    w = torch.randn(30, 20, generator=g, dtype=dtype) * (torch.rand(30, 20, generator=g) < 0.08)
+    w[3] = 0  # a row without atoms: its error is its norm
+    w[:, 7] = 0  # an atom no row uses
+    assert 0 < int(torch.count_nonzero(w)) <= learning.SPARSE_SHARE * w.numel()
+    dense = (0.5 * (x - w @ basis.T).square().sum(-1), w.T @ w / 30, x.T @ w / 30)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for got, expected in zip(learning.gaussian_moments(x, w, basis), dense):
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+    monkeypatch.setattr(learning, "_sparse_moments", lambda *args: pytest.fail("dense codes took the sparse loop"))
+    w_dense = torch.randn(30, 20, generator=g, dtype=dtype)
+    got = learning.gaussian_moments(x, w_dense, basis)
+    torch.testing.assert_close(got[2], x.T @ w_dense / 30, rtol=tol, atol=tol)
+
+
 def test_seed_makes_learning_reproducible():
     x = planted("gaussian")
     a = diffsc.learn_basis(x, 6, seed=1, method="online", batch_size=32, max_iter=2)

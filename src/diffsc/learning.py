@@ -46,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .coding import ConvergenceWarning
+from .gram_cholesky import use_torch_threads
 from .problem import Problem
 from .solvers import solve
 from .validation import as_tensor, check_basis, check_finite, check_parameter
@@ -191,11 +192,11 @@ class BasisLearner:
     def online_step(self, x) -> float:
         """One mini-batch of online learning; returns its objective before the step."""
         w = self.codes(x)
-        value = self.objective(x, w)
         n = x.shape[0]
         self.n_batches += 1
         if self.problem.family.name == "gaussian":
-            a, c = w.T @ w / n, x.T @ w / n
+            half_error, a, c = gaussian_moments(x, w, self.basis)
+            value = float((half_error + (self.lam * self.problem.prior.value(w, self.p)).sum(-1)).mean())
             # Mairal et al. (2010, §3.4): the past statistics are scaled by
             # beta_t ~ 1 - 1/t and the new batch added with weight 1, so batch
             # j weighs ~ j/t: codes from an early, poorer basis fade. The atom
@@ -220,6 +221,7 @@ class BasisLearner:
                 self.stats = current if previous is None else (previous[0] + current[0], previous[1] + current[1])
             self._coordinate_step(*self.stats, sweeps=self.sweeps)
         else:
+            value = self.objective(x, w)
             for _ in range(3):
                 if not self._gradient_step(x, w):
                     break
@@ -253,6 +255,57 @@ class BasisLearner:
                 return bool(new < loss)
             step /= 2
         return False
+
+
+#: Codes with at most this share of non-zeros (L1's, typically) take the
+#: compiled :func:`gaussian_moments` on the CPU; denser ones matrix products.
+SPARSE_SHARE = 0.1
+
+
+def gaussian_moments(x, w, basis):
+    """``(1/2 ||x_n - B w_n||^2 per row, W^T W / N, X^T W / N)`` of a mini-batch.
+
+    Sparse codes on the CPU skip their zeros (a compiled loop over each
+    row's non-zeros and each atom's rows) instead of three dense products:
+    MNIST's L1 codes (8% non-zeros, N = 256, K = 256, D = 784, float32) took
+    0.64 ms a mini-batch against 1.49 ms in online learning.
+    """
+    n, k = w.shape
+    if x.device.type != "cpu" or int(torch.count_nonzero(w)) > SPARSE_SHARE * w.numel():
+        return 0.5 * (x - w @ basis.T).square().sum(-1), w.T @ w / n, x.T @ w / n
+    half_error = torch.empty(n, dtype=x.dtype)
+    a = torch.empty(k, k, dtype=x.dtype)
+    ct = torch.empty(k, x.shape[1], dtype=x.dtype)
+    use_torch_threads()
+    _sparse_moments(x.contiguous().numpy(), w.contiguous().numpy(), basis.T.contiguous().numpy(),
+                    half_error.numpy(), a.numpy(), ct.numpy())
+    return half_error, a / n, ct.T / n
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _sparse_moments(x, w, atoms, half_error, a, ct):
+    """:func:`gaussian_moments`'s sums over the non-zero codes; ``atoms = B^T``, ``ct = C^T``."""
+    n, k = w.shape
+    d = x.shape[1]
+    for i in numba.prange(n):  # the rows' errors x_i - sum_j w_ij b_j
+        r = x[i].copy()
+        for j in range(k):
+            if w[i, j] != 0.0:
+                for m in range(d):
+                    r[m] -= w[i, j] * atoms[j, m]
+        total = 0.0
+        for m in range(d):
+            total += r[m] * r[m]
+        half_error[i] = 0.5 * total
+    for j in numba.prange(k):  # the atoms' rows of W^T W and W^T X
+        a[j] = 0.0
+        ct[j] = 0.0
+        for i in range(n):
+            if w[i, j] != 0.0:
+                for m in range(k):
+                    a[j, m] += w[i, j] * w[i, m]
+                for m in range(d):
+                    ct[j, m] += w[i, j] * x[i, m]
 
 
 def atom_sweeps_torch(basis, a, c, sweeps: int) -> torch.Tensor:
