@@ -149,8 +149,8 @@ def spy_on_chunks(monkeypatch):
     """``(dtype, tol, most Newton steps)`` of each chunk solve from now on."""
     calls, chunk = [], newton_cg_module._solve_chunk
 
-    def spy(model, w, tol, max_iter):
-        out = chunk(model, w, tol, max_iter)
+    def spy(model, w, tol, max_iter, *rest):
+        out = chunk(model, w, tol, max_iter, *rest)
         calls.append((w.dtype, tol, int(out[1].max())))
         return out
 
@@ -211,24 +211,85 @@ def test_ridge_start_same_codes_fewer_steps(monkeypatch, prior, loop):
     assert gram_info.iterations.float().mean() < gram_plain.iterations.float().mean()
 
 
-def test_ridge_start_only_for_the_default_start_of_gaussian_kl_codes():
+def test_ridge_start_for_gaussian_kl_signed_kl_and_l2_without_a_warm_start():
     problem = diffsc.Problem.of("gaussian", "kl")
     basis, lam, p = torch.randn(5, 8, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), \
         torch.tensor(0.01, dtype=torch.float64)
-    default = problem.prior.initial(p, (3, 8), basis)
     start = newton_cg_module._RidgeStart.of
-    assert start(problem, basis, lam, p, default, torch.float32) is not None
-    assert start(problem, basis, lam, p, default + 1, torch.float32) is None  # a user's start is kept
-    assert start(diffsc.Problem.of("gaussian", "l2"), basis, lam, p, default * 0, torch.float32) is None
-    assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, default, torch.float32) is None
-    # per-atom means, and signed KL's minimiser 0, compared without a second start
+    for prior in ("kl", "signed_kl", "l2"):
+        assert start(diffsc.Problem.of("gaussian", prior), basis, lam, p, torch.float32) is not None
+    assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, torch.float32) is None
+    # a user's start is warm, the prior's minimiser is not: per-atom means,
+    # and signed KL's minimiser 0, compared without a second start
+    warm = newton_cg_module._warm
+    default = problem.prior.initial(p, (3, 8), basis)
+    assert not warm(problem.prior, p, default) and warm(problem.prior, p, default + 1)
     p_atoms = torch.linspace(0.01, 0.1, 8, dtype=torch.float64)
-    signed = diffsc.Problem.of("gaussian", "signed_kl")
-    assert start(problem, basis, lam, p_atoms, problem.prior.initial(p_atoms, (3, 8), basis),
-                 torch.float32) is not None
-    assert start(problem, basis, lam, p_atoms, default, torch.float32) is None
-    assert start(signed, basis, lam, p, signed.prior.initial(p, (3, 8), basis), torch.float32) is not None
-    assert start(signed, basis, lam, p, default, torch.float32) is None
+    assert not warm(problem.prior, p_atoms, problem.prior.initial(p_atoms, (3, 8), basis))
+    assert warm(problem.prior, p_atoms, default)
+    signed = diffsc.Problem.of("gaussian", "signed_kl").prior
+    assert not warm(signed, p, signed.initial(p, (3, 8), basis)) and warm(signed, p, default)
+
+
+def test_l2_codes_are_the_ridge_codes(loop):
+    x, basis = planted(100, 48, 64, seed=2)
+    kw = dict(prior="l2", strength=0.05, tol=1e-10)
+    w, info = _codes(x, basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and int(info.iterations.max()) <= 1  # float64 checks float32's
+    torch.testing.assert_close(w, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("prior", ["kl", "signed_kl", "l2"])
+@pytest.mark.parametrize("solver", ["newton_cg", "newton_cg_torch_loop", "newton"])
+def test_warm_starts_far_from_the_codes(prior, dtype, solver, monkeypatch):
+    # Before: from 1e29 KL codes shrank by e a step (float64: not converged
+    # in 100 steps), float32's F overflowed and no step was accepted; signed
+    # KL in float32 from 1e18 said "converged" at 0 steps (its mirror
+    # coordinate overflowed to NaN, which the residual's max dropped); L2
+    # from 1e3 moved 30 a step; KL from 1e-30 found no step Armijo accepts.
+    monkeypatch.setattr(newton_cg_module, "COMPILED", solver == "newton_cg")
+    solver = solver.removesuffix("_torch_loop")
+    x, basis = planted(60, 24, 40, seed=4)
+    x, basis = x.to(dtype), basis.to(dtype)
+    kw = dict(prior=prior, strength=0.05, prior_mean=0.01)
+    cold, cold_info = _codes(x, basis, solver, **kw)
+    assert bool(cold_info.converged.all())
+    for far in (1e29, 1e18, 1e3, 1e-30):
+        w, info = _codes(x, basis, solver, init=torch.full_like(cold, far), **kw)
+        assert bool(info.converged.all()), (far, info.residual.max())
+        # (L2's cold codes are the ridge start's, 0-1 steps; from near 0 a few)
+        assert int(info.iterations.max()) <= int(cold_info.iterations.max()) + 6, far
+        # both meet tol (float32: 1e-4), the codes then agree to about cond(H) times it
+        tol = dict(rtol=1e-2, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-6, atol=1e-10)
+        torch.testing.assert_close(w, cold, **tol)
+    # a good warm start is kept: the codes themselves need no step
+    _, again = _codes(x, basis, solver, init=cold, **kw)
+    assert int(again.iterations.max()) == 0
+
+
+@pytest.mark.parametrize("solver", ["newton_cg", "newton_cg_torch_loop", "newton"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kl_codes_rising_far_past_their_jumps(solver, dtype, monkeypatch):
+    # From codes e^60 below their optimum every code jumps at once and the
+    # full step overshoots; along the mirror curve the half step is still
+    # e^30 below (next to no decrease), so no step was accepted: 72 of 512
+    # rows stuck at the start. Rising jumps now take the straight line. The
+    # warm start is kept (no fallback) to meet them.
+    keep = lambda self, model, f: torch.zeros_like(f, dtype=torch.bool)  # noqa: E731
+    monkeypatch.setattr(newton_cg_module._Fallback, "worse", keep)
+    monkeypatch.setattr(sys.modules["diffsc.solvers.newton"], "_warm", lambda *args: False)
+    monkeypatch.setattr(newton_cg_module, "COMPILED", solver == "newton_cg")
+    solver = solver.removesuffix("_torch_loop")
+    torch.manual_seed(0)
+    basis = torch.randn(64, 256, dtype=dtype)
+    basis /= basis.norm(dim=0)
+    x = 0.3 * torch.randn(512, 64, dtype=dtype)
+    kw = dict(prior="kl", strength=0.1, prior_mean=0.01, solver=solver)
+    w, info = diffsc.sparse_code_with_info(x, basis, init=torch.full((512, 256), 1e-30, dtype=dtype), **kw)
+    assert bool(info.converged.all()), int((~info.converged).sum())
+    tol = dict(rtol=1e-3, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(w, diffsc.sparse_code(x, basis, **kw), **tol)
 
 
 def test_codes_float32_left_at_its_floor_finish_in_one_float64_step(monkeypatch, loop):

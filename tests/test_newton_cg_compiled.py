@@ -94,3 +94,16 @@ def test_other_families_keep_the_torch_loop(monkeypatch):
     monkeypatch.setattr(newton_cg_module, "compiled_chunk", lambda *a: pytest.fail("compiled loop used"))
     w, info = diffsc.sparse_code_with_info(x, basis, family="poisson", prior="kl", strength=0.1, prior_mean=0.05)
     assert bool(info.converged.all())
+
+
+def test_a_gradient_that_is_not_finite_is_not_converged():
+    # Signed-KL codes of 1e38 in float32: their mirror coordinate overflows
+    # to inf, the gradient with it. The residual's max() dropped the NaN and
+    # said 0: converged at 0 steps. (solve() now falls back from such a start.)
+    x, basis = planted(8, 12, 40, seed=1)
+    x, basis = x.float(), basis.float()
+    problem = Problem.of("gaussian", "signed_kl")
+    lam, p = torch.tensor(0.05), torch.tensor(0.01)
+    model = newton_cg_module._Model(problem, basis, lam, p, torch.float32).of(x)
+    w, iterations, residual = compiled.compiled_chunk(model, torch.full((8, 40), 1e38), 1e-4, 0, 0.1, 50, 0.25, 1e-37)
+    assert bool(residual.isnan().all()) and not bool((residual <= 1e-4).any())

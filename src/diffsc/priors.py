@@ -73,6 +73,10 @@ class Prior:
 class SmoothPrior(Prior):
     """A twice differentiable prior with diagonal curvature."""
 
+    #: Whether the mirror map's inverse is exponential (KL's exp, signed KL's
+    #: sinh), so that a solver limits each step's mirror move against overflow.
+    exponential_mirror = False
+
     def grad(self, w, p):
         raise NotImplementedError
 
@@ -168,6 +172,7 @@ class KL(SmoothPrior):
 
     name = "kl"
     uses_mean = True
+    exponential_mirror = True
     has_floor = True
 
     def value(self, w, p):
@@ -221,30 +226,33 @@ class KL(SmoothPrior):
 class SignedKL(SmoothPrior):
     """The arcsinh prior: KL on the expanded basis ``[-B, B]`` (appendix B).
 
-    ``R(w) = w asinh(w / 2p) - sqrt(w^2 + 4p^2) + 2p`` on all of ``w``.
+    ``R(w) = w asinh(w / 2p) - sqrt(w^2 + 4p^2) + 2p`` on all of ``w``,
+    the root as ``hypot(w, 2p)``: ``w^2`` overflows float32 beyond
+    ``|w| ~ 1.8e19`` (a far warm start), and hypot is the faster.
     """
 
     name = "signed_kl"
     uses_mean = True
+    exponential_mirror = True
 
     def value(self, w, p):
-        return w * torch.asinh(w / (2 * p)) - torch.sqrt(w.square() + 4 * p**2) + 2 * p
+        return w * torch.asinh(w / (2 * p)) - torch.hypot(w, 2 * p) + 2 * p
 
     def grad(self, w, p):
         return torch.asinh(w / (2 * p))
 
     def value_at(self, w, s, p):
         # torch's asinh is slow (several ns an entry): the solver keeps s instead.
-        return w * s - torch.sqrt(w.square() + 4 * p**2) + 2 * p
+        return w * s - torch.hypot(w, 2 * p) + 2 * p
 
     def curvature(self, w, p):
-        return torch.rsqrt(w.square() + 4 * p**2)
+        return 1.0 / torch.hypot(w, 2 * p)
 
     def metric_scale(self, w, p):
-        return (w.square() + 4 * p**2) ** 0.25
+        return torch.sqrt(torch.hypot(w, 2 * p))
 
     def grad_mean(self, w, p):
-        return -w / (p * torch.sqrt(w.square() + 4 * p**2))
+        return -w / (p * torch.hypot(w, 2 * p))
 
     def mirror_inverse(self, s, p):
         return 2 * p * torch.sinh(s)

@@ -67,19 +67,23 @@ def _jump_bound(prior, w, p, f, lam):
 
 
 def _limit(prior, w, p, g, step, far=None, far_step=None, f=None, lam=None):
-    """The step in mirror coordinates, each entry limited, and its slope.
+    """The step in mirror coordinates, each entry limited, its slope, and the
+    jumps that rise (None if none).
 
     Limiting entry by entry keeps the large moves of the others; if that
     spoils descent, the whole step is scaled down instead (still Newton's
     direction). The slope ``<g, w'(0)>`` is that of the curve actually taken.
     Given the rows' objective ``f`` (and ``lam``), no jump goes beyond
-    :func:`_jump_bound`.
+    :func:`_jump_bound`. Rising jumps take the straight line to their target
+    (:func:`_rise`), so that their slope is the chord's.
     """
     deriv = prior.mirror_derivative(w, p)
     ds = deriv * step
     # exp/sinh overflow beyond e^30-fold moves, and Armijo's slope means little
     # for them; a KL code further from its optimum jumps there instead.
-    limited = ds.clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP)
+    # (L2's mirror is w itself: nothing overflows, and a warm start 1e3 away
+    # would crawl there 30 at a time.)
+    limited = ds.clamp(-_MAX_MIRROR_STEP, _MAX_MIRROR_STEP) if prior.exponential_mirror else ds
     velocity = limited / deriv  # w'(0) along the curve taken
     if far is not None:
         if f is not None:
@@ -97,13 +101,46 @@ def _limit(prior, w, p, g, step, far=None, far_step=None, f=None, lam=None):
         scale = kept.amin(-1, keepdim=True)
         limited = torch.where(uniform[:, None], ds * scale, limited)
         slope = torch.where(uniform, (g * limited / deriv).sum(-1), slope)
-    return limited, slope
+    rises = None
+    if far is not None:
+        rises = far & (limited > 0) & ~uniform[:, None]
+        if not bool(rises.any()):
+            rises = None
+    return limited, slope, rises
+
+
+def _rise(prior, w, p, ds, t, rises, cand):
+    """The points at ``t`` of the curve whose rising jumps take the straight
+    line ``w + t (target - w)``. Their chord slope is that line's, while
+    along the mirror curve (convex in ``t``) a code ``e^60`` below its target
+    is still ``e^30`` below at ``t = 1/2``, next to none of the chord: a
+    row whose full jump overshoots (all of a start at 1e-30 jumping at once)
+    then found no ``t`` Armijo accepts. Falling jumps keep the curve, which
+    lies beyond their chord."""
+    if rises is None:
+        return cand
+    target = prior.mirror_curve(w, p, ds, 1.0)
+    return torch.where(rises, w + t[:, None] * (target - w), cand)
+
+
+def _warm(prior, p, w0) -> bool:
+    """Whether ``w0`` is a warm start: other codes than the prior's minimiser.
+    (Tested against the broadcast minimiser: a second (N, K) start would cost
+    its page faults, ~10% of a 64x256 KL solve.)"""
+    return not bool((w0 == prior.minimiser(p, w0)).all())
 
 
 def newton(problem, x, basis, lam, p, w0, tol, max_iter):
     prior = problem.prior
     n = x.shape[0]
     w = w0
+    if _warm(prior, p, w0):
+        # A warm start's rows whose F exceeds the prior minimiser's start
+        # there: from codes of 1e29 Newton's step is -w, a mirror step of -1,
+        # and KL codes shrank by e a step (:class:`.newton_cg._Fallback`).
+        start = torch.broadcast_to(prior.minimiser(p, w0), w0.shape)
+        worse = ~(problem.objective(x, basis, lam, p, w0) <= problem.objective(x, basis, lam, p, start))
+        w = torch.where(worse[:, None], start, w0)
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
     grad_loss, r = problem.loss_gradient(x, basis, w)
@@ -127,13 +164,13 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             descent = -d.square() * g if far is None else torch.where(far, 0.0, -d.square() * g)
             step = torch.where(fallback[:, None], descent, step)
         f0 = problem.objective(xa, basis, lam, p, wa)
-        ds, slope = _limit(prior, wa, p, g, step, far, far_step, f0, lam)
+        ds, slope, rises = _limit(prior, wa, p, g, step, far, far_step, f0, lam)
         g_norm = g.abs().amax(-1)
         t = torch.ones_like(f0)
         accepted = torch.zeros_like(f0, dtype=torch.bool)
         w_new = wa
         for trial in range(_MAX_BACKTRACK):
-            cand = prior.mirror_curve(wa, p, ds, t[:, None])
+            cand = _rise(prior, wa, p, ds, t, rises, prior.mirror_curve(wa, p, ds, t[:, None]))
             f = problem.objective(xa, basis, lam, p, cand)
             good = f <= f0 + _ARMIJO * t * slope
             if trial == 0:

@@ -40,8 +40,10 @@ rows beat 128 to 10,000.
 ``benchmarks/robustness.py`` compares it with the factored solver on hard
 settings.
 
-Gaussian KL and signed-KL codes that would start at the prior's minimiser
-start from the ridge codes instead (:class:`_RidgeStart`, one product).
+Gaussian KL, signed-KL and L2 codes that would start at the prior's
+minimiser start from the ridge codes instead (:class:`_RidgeStart`, one
+product). A warm start is kept, but for its rows whose objective exceeds the
+minimiser's: they start where they would without one (:class:`_Fallback`).
 Each step then follows the prior's mirror curve with the backtracking of
 :mod:`.newton` (same ``_far`` jumps, same limits), and the batch is processed
 in chunks of rows, on the CPU 512 rows that stay in cache, on a GPU as many
@@ -58,12 +60,14 @@ below.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..hessian import hessian_solve
 from ..hessian_cg import Products, cg, decouple, gradient_change, rows_at_once, scaled_system
 from ..priors import SmoothPrior
-from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit
+from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit, _rise, _warm
 from .newton_cg_compiled import compiled_chunk, handles
 from .result import SolveResult, flat
 
@@ -80,7 +84,7 @@ _TINY_SCALE = 1e-37  # about float32's smallest normal number
 _ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
 #: Gaussian codes on the CPU take the compiled loop (:mod:`.newton_cg_compiled`).
 COMPILED = True
-#: Gaussian KL and signed-KL codes left at the prior's minimiser start from the ridge codes.
+#: Gaussian KL, signed-KL and L2 codes left at the prior's minimiser start from the ridge codes.
 RIDGE_START = True
 
 
@@ -173,13 +177,22 @@ def _direction(model, w, g, r, far, residual, tol):
     return step
 
 
-def _chunk(model, w, tol, max_iter):
+def _chunk(model, w, tol, max_iter, fallback=None):
     problem, prior, lam, p = model.problem, model.problem.prior, model.lam, model.p
     n = w.shape[0]
     # The mirror coordinates s = grad R(w) are carried along: the curve's
     # points are known by them, so R and grad R need no asinh/log anew.
     s = prior.mirror(w, p)
     f, grad_loss, r = model.evaluate(w, s)
+    if fallback is not None:
+        redo = fallback.worse(model, f).nonzero().squeeze(1)
+        if redo.numel():
+            sub = model.take(redo)
+            w[redo] = fallback.codes(sub).to(w.dtype)
+            s[redo] = prior.mirror(w[redo], p)
+            f[redo], grad_loss[redo], r_redo = sub.evaluate(w[redo], s[redo])
+            if r is not None:
+                r[redo] = r_redo
     residual = model.residual(w, s, grad_loss)
     iterations = torch.zeros(n, dtype=torch.int64, device=w.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=w.device)
@@ -201,7 +214,7 @@ def _chunk(model, w, tol, max_iter):
             if far is not None:
                 descent = torch.where(far, 0.0, descent)
             step = torch.where(descends[:, None], step, descent)
-        ds, slope = _limit(prior, wa, p, g, step, far, far_step, fa, lam)
+        ds, slope, rises = _limit(prior, wa, p, g, step, far, far_step, fa, lam)
 
         # measured as the residual does: a KL code held at the floor, whose
         # gradient no step changes, must not hide the others' progress
@@ -214,6 +227,9 @@ def _chunk(model, w, tol, max_iter):
             cand = prior.project(prior.mirror_inverse(s_c, p))
             if prior.has_floor:  # a code held at the floor has its own mirror coordinate
                 s_c = torch.where(prior.at_floor(cand), prior.mirror(cand, p), s_c)
+            if rises is not None:
+                cand = _rise(prior, wa, p, ds, t, rises, cand)
+                s_c = torch.where(rises, prior.mirror(cand, p), s_c)
             f_c, gl_c, r_c = sub.evaluate(cand, s_c)
             good = f_c <= fa + _ARMIJO * t * slope
             if trial == 0:  # near the optimum F is flat to rounding; the gradient still tells
@@ -245,37 +261,73 @@ class _RidgeStart:
     gaussian KL or signed-KL codes would start at the prior's minimiser, they
     start here, the minimiser of the quadratic model whose prior curvature
     ``lam / |w|`` is that of codes of unit size. On ``codes.py``'s KL problems
-    the Newton steps fell from 5.8-6.9 to 3.9-5.3 a code, on average."""
+    the Newton steps fell from 5.8-6.9 to 3.9-5.3 a code, on average. For L2
+    they are the codes themselves (rounded in float32 where that phase
+    runs): float64's check takes one step, where 6 steps took them from 0."""
 
     def __init__(self, problem, basis, lam, p, dtype):
-        d, k = basis.shape
-        inverse = torch.linalg.inv(basis.T @ basis + torch.diag(lam.expand(k)))
-        # from B^T x (K x K) or from x itself (D x K), whichever is narrower
-        self.from_xb = k <= d
-        self.map = (inverse if self.from_xb else basis @ inverse).to(dtype)
+        self.basis, self.lam, self.dtype = basis, lam, dtype
         self.floor = p.to(dtype) if problem.prior.name == "kl" else None
 
     @classmethod
-    def of(cls, problem, basis, lam, p, w0, dtype):
-        """The ridge start where it applies to the start ``w0``, else None."""
-        prior = problem.prior
-        if not RIDGE_START or problem.family.name != "gaussian" or prior.name not in ("kl", "signed_kl"):
-            return None
-        # against the broadcast minimiser: a second (N, K) start would cost
-        # its page faults (~10% of a 64x256 KL solve)
-        if not bool((w0 == prior.minimiser(p, w0)).all()):
+    def of(cls, problem, basis, lam, p, dtype):
+        """The ridge start where it applies to the problem, else None."""
+        if not RIDGE_START or problem.family.name != "gaussian" or problem.prior.name not in ("kl", "signed_kl", "l2"):
             return None
         return cls(problem, basis, lam, p, dtype)
 
+    @functools.cached_property
+    def map(self):
+        """``(G + lam I)^{-1}`` (from ``B^T x``, K x K) or ``B`` times it (from
+        ``x``, D x K), whichever is narrower: formed once, when first needed
+        (a warm start may never need it)."""
+        d, k = self.basis.shape
+        inverse = torch.linalg.inv(self.basis.T @ self.basis + torch.diag(self.lam.expand(k)))
+        return (inverse if k <= d else self.basis @ inverse).to(self.dtype)
+
     def codes(self, model):
-        w = (model.xb if self.from_xb else model.x).to(self.map.dtype) @ self.map
+        d, k = self.basis.shape
+        w = (model.xb if k <= d else model.x).to(self.dtype) @ self.map
         return w if self.floor is None else torch.maximum(w, self.floor)
 
 
-def _solve_chunk(model, w, tol, max_iter):
+class _Fallback:
+    """A warm start's rows whose ``F`` exceeds that of the prior's minimiser
+    start where a solve without one would (the ridge codes, or the minimiser).
+
+    Such a start is worse than none, and can be far: Newton's step at codes
+    of 1e29 is ``-w``, a mirror step ``-1``, so KL codes shrank by ``e`` a
+    step for 80 steps, and in float32 their ``F`` overflowed and no step was
+    accepted. The minimiser's ``F`` costs no product for the gaussian family
+    (``B^T x`` is the model's), one evaluation for the others."""
+
+    def __init__(self, problem, ridge):
+        self.prior, self.gaussian, self.ridge = problem.prior, problem.family.name == "gaussian", ridge
+
+    def _minimiser(self, model, rows):
+        k = model.basis.shape[1]
+        return torch.broadcast_to(self.prior.minimiser(model.p, model.xb), (rows, k))
+
+    def worse(self, model, f):
+        """Rows whose ``F`` (``f``) is not below the minimiser's (NaN counts)."""
+        m = self._minimiser(model, f.shape[0])
+        if self.gaussian:  # 1/2 |x - B m|^2, with B^T x at hand
+            bm = model.basis @ m[0]
+            bound = model.half_xx - model.xb @ m[0] + 0.5 * bm.square().sum()
+        else:
+            bound = model.evaluate(m, self.prior.mirror(m, model.p))[0]
+        return ~(f <= bound)
+
+    def codes(self, model):
+        if self.ridge is not None:
+            return self.ridge.codes(model)
+        return self._minimiser(model, model.x.shape[0]).clone()
+
+
+def _solve_chunk(model, w, tol, max_iter, fallback=None):
     if COMPILED and handles(model.problem, w):
-        return compiled_chunk(model, w, tol, max_iter, _FORCING, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE)
-    return _chunk(model, w, tol, max_iter)
+        return compiled_chunk(model, w, tol, max_iter, _FORCING, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE, fallback)
+    return _chunk(model, w, tol, max_iter, fallback)
 
 
 def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
@@ -291,17 +343,26 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     if low != x.dtype:
         rough = _Model(problem, basis.to(low), lam.to(low), p.to(low), low)
     rough_tol = tol if tol >= FLOAT32_REACH else PHASE_TOL
-    ridge = _RidgeStart.of(problem, basis, lam, p, w0, low)
+    ridge = _RidgeStart.of(problem, basis, lam, p, low)
+    warm = _warm(problem.prior, p, w0)  # kept where it is better than none
+    fallback = _Fallback(problem, ridge) if warm else None
     chunk = rows_at_once(x.device, max(basis.shape), CHUNK)
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
         fine = shared.of(x[rows])
-        start_w = w[rows].clone() if ridge is None else ridge.codes(fine).to(w.dtype)
+        start_w = w[rows].clone() if warm or ridge is None else ridge.codes(fine).to(w.dtype)
         first = torch.zeros_like(iterations[rows])
         if rough is not None:
-            start_w, first, _ = _solve_chunk(rough.cast(fine), start_w.to(low), rough_tol, min(max_iter, 30))
-            start_w = problem.prior.project(start_w.to(x.dtype))
+            given = start_w.to(low)
+            rough_w, first, _ = _solve_chunk(rough.cast(fine), given.clone() if warm else given, rough_tol,
+                                             min(max_iter, 30), fallback)
+            rounded = problem.prior.project(rough_w.to(x.dtype))
+            if warm:  # rows float32 left where they were keep their float64 digits
+                kept = (first == 0) & (rough_w == given).all(-1)
+                rounded = torch.where(kept[:, None], start_w, rounded)
+            start_w = rounded
         left = max_iter - int(first.max())
-        w[rows], its, residual[rows] = _solve_chunk(fine, start_w, tol, left)
+        # (after a float32 phase the fallback was that phase's)
+        w[rows], its, residual[rows] = _solve_chunk(fine, start_w, tol, left, fallback if rough is None else None)
         iterations[rows] = first + its
     return SolveResult(w, iterations, residual, residual <= tol, "newton_cg", tol)

@@ -46,12 +46,21 @@ def handles(problem, x) -> bool:
 
 
 @numba.njit(cache=True, inline="always")
+def _root(w, p):
+    """``sqrt(w^2 + 4 p^2)``, in float64."""
+    v = np.float64(w)
+    return math.sqrt(v * v + 4 * p * p)
+
+
+@numba.njit(cache=True, inline="always")
 def _inverse_curvature(prior, w, p):
-    """``1 / R''(w)``: the metric scale squared."""
+    """``1 / R''(w)``: the metric scale squared. (Signed KL's root in
+    float64: a float32 ``w^2`` overflows beyond ``|w| ~ 1.8e19``, a far warm
+    start, and numba's ``math.hypot`` is 20x slower.)"""
     if prior == KL:
         return w
     if prior == SIGNED_KL:
-        return math.sqrt(w * w + 4 * p * p)
+        return _root(w, p)
     return 1.0
 
 
@@ -61,7 +70,7 @@ def _value(prior, w, s, p):
     if prior == KL:
         return w * s - w + p
     if prior == SIGNED_KL:
-        return w * s - math.sqrt(w * w + 4 * p * p) + 2 * p
+        return w * s - _root(w, p) + 2 * p
     return 0.5 * w * w
 
 
@@ -167,10 +176,11 @@ def _check(sol, scale, far, g, product, lam, rel, enough, tiny_scale, ok):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, g_norm):
-    """The step in mirror coordinates, each entry limited to ``_MAX_MIRROR_STEP``,
-    and the slope of the curve taken (:func:`.newton._limit`); a direction
-    that does not descend (rounding) becomes the scaled gradient.
+def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, rises, g_norm):
+    """The step in mirror coordinates, each entry limited to ``_MAX_MIRROR_STEP`` (not L2's),
+    the slope of the curve taken, and whether a row's jumps rise (:func:`_rise`),
+    as :func:`.newton._limit`; a direction that does not descend (rounding)
+    becomes the scaled gradient.
 
     (Loops are split so that each vectorises: one reduction each, the rare
     cases in loops of their own.)"""
@@ -189,15 +199,20 @@ def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, g_
         sl = 0.0
         for j in range(k):
             inv_deriv = _inverse_curvature(prior, w[i, j], p[j])  # 1 / s'(w)
-            ds[i, j] = min(max(step[i, j] / inv_deriv, -_MAX_MIRROR_STEP), _MAX_MIRROR_STEP)
+            ds[i, j] = step[i, j] / inv_deriv
+            if prior != L2:  # exp and sinh overflow; L2's mirror is w itself
+                ds[i, j] = min(max(ds[i, j], -_MAX_MIRROR_STEP), _MAX_MIRROR_STEP)
             sl += g[i, j] * ds[i, j] * inv_deriv
+        rises[i] = False
         if far_rows[i]:
             for j in range(k):
                 if far[i, j]:  # jumps: their slope counts the chord
                     sl -= g[i, j] * ds[i, j] * w[i, j]
                     ds[i, j] = far_step[i, j]
                     sl += g[i, j] * (max(p[j] * math.exp(s[i, j] + ds[i, j]), tiny) - w[i, j])
+                    rises[i] = rises[i] or ds[i, j] > 0
         if not sl < 0:  # limiting spoiled descent: scale Newton's whole step down instead
+            rises[i] = False
             kept = 1.0
             for j in range(k):
                 full = far_step[i, j] if far[i, j] else step[i, j] / _inverse_curvature(prior, w[i, j], p[j])
@@ -219,6 +234,21 @@ def _curve_points(rows, s, ds, t, s_cand):
         i = rows[a]
         for j in range(s.shape[1]):
             s_cand[a, j] = s[i, j] + t[i] * ds[i, j]
+
+
+@numba.njit(cache=True)
+def _rise(rows, w, s, ds, t, far, rises, p, tiny, cand, s_cand):
+    """Rising KL jumps of ``rows`` on the straight line to their target
+    (:func:`.newton._rise`), in place of the curve's points."""
+    for a in range(rows.shape[0]):
+        i = rows[a]
+        if not rises[i]:
+            continue
+        for j in range(w.shape[1]):
+            if far[i, j] and ds[i, j] > 0:
+                target = max(p[j] * math.exp(s[i, j] + ds[i, j]), tiny)
+                cand[a, j] = w[i, j] + t[i] * (target - w[i, j])
+                s_cand[a, j] = math.log(cand[a, j] / p[j])
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -269,10 +299,14 @@ def _residual(prior, w, s, grad_loss, i, lam, p, xb_max, tiny):
     terms = np.empty(k, w.dtype)  # |lam w R''(w)|, apart from the maxima so that it vectorises
     for j in range(k):
         terms[j] = abs(lam[j] * w[i, j] / _inverse_curvature(prior, w[i, j], p[j]))
-    num, scale = 0.0, xb_max
+    num, scale, finite = 0.0, xb_max, 0.0
     for j in range(k):
-        num = max(num, _optimality(prior, w[i, j], grad_loss[i, j] + lam[j] * s[i, j], tiny))
+        g = grad_loss[i, j] + lam[j] * s[i, j]
+        finite += g - g  # NaN where g is not finite, which max() would drop
+        num = max(num, _optimality(prior, w[i, j], g, tiny))
         scale = max(scale, abs(grad_loss[i, j]), abs(lam[j] * s[i, j]), terms[j])
+    if not finite == 0:  # not converged, as the torch loop's NaN says
+        return math.nan
     return num / scale if scale > 0 else num
 
 
@@ -307,8 +341,11 @@ class _Chunk:
         if self.prior == KL:
             return torch.log(w / p).numpy()
         if self.prior == SIGNED_KL:
-            # asinh(y) = sign(y) log1p(|y| + y^2 / (1 + sqrt(1 + y^2))): torch's asinh is slow
+            # asinh(y) = sign(y) log1p(|y| + y^2 / (1 + sqrt(1 + y^2))): torch's asinh is
+            # slow, but y^2 overflows float32 beyond 1.8e19 (a far warm start)
             y = (w / (2 * p)).abs()
+            if float(y.max()) > 1e18:
+                return torch.asinh(w / (2 * p)).numpy()
             return torch.copysign(torch.log1p(y + y.square() / (1 + torch.sqrt(1 + y.square()))), w).numpy()
         return w.numpy().copy()
 
@@ -347,7 +384,7 @@ class _Chunk:
         return (diff @ self.basis).numpy(), (0.5 * diff.square().sum(-1)).numpy()
 
 
-def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale):
+def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale, fallback=None):
     """:func:`.newton_cg._chunk` for gaussian codes on the CPU: ``(w, iterations, residual)``."""
     use_torch_threads()
     ch = _Chunk(model)
@@ -356,11 +393,13 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale)
     s = ch.mirror(w)
     f, grad_loss, residual = np.empty(m, w.dtype), np.empty_like(w), np.empty(m, w.dtype)
     # F, grad D_L and the residual at the start: a first evaluation, every row "accepted"
-    grad, loss = ch.loss_gradient(w, ch.x)
-    unused = np.zeros(m, w.dtype)  # no slope, gradient norm or step length to judge by
-    _accept(ch.prior, np.arange(m), w, s, grad, loss, ch.gram is not None, ch.xb, ch.xb_max, ch.half_xx, ch.lam,
-            ch.p, ch.tiny, ch.eps, unused, unused, False, True, unused, np.zeros(m, np.bool_),
-            w, s, f, grad_loss, residual)
+    _first_evaluation(ch, np.arange(m), w, s, ch.x, w, s, f, grad_loss, residual)
+    if fallback is not None:  # rows whose warm start is worse than none (.newton_cg._Fallback)
+        redo = np.flatnonzero(fallback.worse(model, torch.from_numpy(f)).numpy())
+        if redo.size:
+            rows = torch.from_numpy(redo)
+            start = fallback.codes(model.take(rows)).to(model.basis.dtype).contiguous().numpy()
+            _first_evaluation(ch, redo, start, ch.mirror(start), ch.x[rows], w, s, f, grad_loss, residual)
     iterations = np.zeros(m, np.int64)
     stuck = np.zeros(m, np.bool_)
     for _ in range(max_iter):
@@ -377,6 +416,17 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale)
         stuck[idx] = ~accepted
         iterations[idx] += 1
     return torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual)
+
+
+def _first_evaluation(ch, rows, start, s_start, x, w, s, f, grad_loss, residual):
+    """Rows ``rows`` of the chunk start at ``start`` (compact, mirror coordinates
+    ``s_start``, inputs ``x``): their ``F``, gradient and residual, every row
+    "accepted"."""
+    grad, loss = ch.loss_gradient(start, x)
+    unused = np.zeros(w.shape[0], w.dtype)  # no slope, gradient norm or step length to judge by
+    _accept(ch.prior, rows, start, s_start, grad, loss, ch.gram is not None, ch.xb, ch.xb_max, ch.half_xx, ch.lam,
+            ch.p, ch.tiny, ch.eps, unused, unused, False, True, unused, np.zeros(w.shape[0], np.bool_),
+            w, s, f, grad_loss, residual)
 
 
 def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_max, enough, tiny_scale):
@@ -408,8 +458,9 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
     if not ok.all():
         _factored(ch, w, g, far, step, ~ok)
 
-    ds, slope, g_norm = np.empty_like(w), np.empty(n, dtype), np.empty(n, dtype)
-    _limit(ch.prior, w, s, g, step, far, far_step, far_rows, ch.p, ch.tiny, ds, slope, g_norm)
+    ds, slope, g_norm, rises = np.empty_like(w), np.empty(n, dtype), np.empty(n, dtype), np.empty(n, np.bool_)
+    _limit(ch.prior, w, s, g, step, far, far_step, far_rows, ch.p, ch.tiny, ds, slope, rises, g_norm)
+    rising = rises.any()
 
     t = np.ones(n, dtype)
     accepted = np.zeros(n, np.bool_)
@@ -419,6 +470,8 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
         c, sc = cand[: rows.size], s_cand[: rows.size]
         _curve_points(rows, s, ds, t, sc)
         ch.points(sc, c)
+        if rising:
+            _rise(rows, w, s, ds, t, far, rises, ch.p, ch.tiny, c, sc)
         grad, loss = ch.loss_gradient(c, x if rows.size == n else x[torch.from_numpy(rows)])
         _accept(ch.prior, rows, c, sc, grad, loss, ch.gram is not None, xb, xb_max, half_xx, ch.lam, ch.p,
                 ch.tiny, ch.eps, slope, g_norm, trial == 0, False, t, accepted, w, s, f, grad_loss, residual)
