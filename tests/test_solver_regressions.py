@@ -149,3 +149,32 @@ def test_eg_stops_rows_whose_line_search_accepts_nothing():
     assert int(result.iterations[0]) == 1 and not bool(result.converged[0])
     torch.testing.assert_close(result.codes[0], w0[0])
     assert bool((result.iterations[1:] > 1).all())  # the others go on
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("family", "prior", "solver"), [
+    ("gaussian", "l1", "gram"), ("gaussian", "nonneg_l1", "active_set"), ("gaussian", "l1", "fista"),
+    ("gaussian", "l1", "prox_newton"), ("softmax", "l1", "prox_newton"), ("softmax", "nonneg_l1", "active_set"),
+    ("gaussian", "kl", "newton"), ("poisson", "kl", "newton"),
+])
+def test_a_warm_start_worse_than_none_is_not_kept(family, prior, solver, dtype):
+    # Before: from codes of 1e29 FISTA ran its 20,000 iterations, the active
+    # set and proximal Newton stopped after one step (an objective that
+    # overflows accepts none); from 1e3 the float32 active set and proximal
+    # Newton, and softmax proximal Newton, did not converge either.
+    from helpers import problem_data
+
+    x, basis = problem_data(family, n=40, d=12, k=20, seed=2)
+    x, basis = x.to(dtype), basis.to(dtype)
+    # (strength 0.3: supports well below D, which float32 L1 codes need to reach their tol)
+    kw = dict(family=family, prior=prior, strength=0.3, prior_mean=0.05, solver=solver)
+    cold, cold_info = diffsc.sparse_code_with_info(x, basis, **kw)
+    assert bool(cold_info.converged.all())
+    for far in (1e29, 1e3, -1e3):
+        w, info = diffsc.sparse_code_with_info(x, basis, init=torch.full_like(cold, far), **kw)
+        assert bool(info.converged.all()), far
+        # (a KL start of -1e3 is projected to the dtype's floor, which can be better than none)
+        torch.testing.assert_close(w, cold, **({} if dtype == torch.float64 else dict(rtol=1e-2, atol=1e-3)))
+    # a start better than none is kept (fewer steps than cold)
+    _, warm = diffsc.sparse_code_with_info(x, basis, init=cold, **kw)
+    assert int(warm.iterations.sum()) < int(cold_info.iterations.sum())

@@ -141,7 +141,10 @@ def sparse_code(
     max_iter : int, optional
         Iteration cap (solver-dependent default).
     init : (N, K) tensor, optional
-        Warm start, moved into the prior's domain (e.g. KL codes > 0).
+        Warm start, moved into the prior's domain (e.g. KL codes > 0). Its
+        rows whose objective exceeds that of the prior's minimiser start as
+        they would without one: a far start would cost many steps, or
+        overflow.
     solver : {"newton_cg", "newton", "gram", "active_set", "fista", "prox_newton", "eg"}, optional
         Default: ``"newton_cg"`` for smooth priors (``"newton"``, factored
         steps, for the uniform prior and under ``backward="unrolled"``); for

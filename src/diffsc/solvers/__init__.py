@@ -83,8 +83,29 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
     max_iter = default_iter if max_iter is None else max_iter
     shape = (x.shape[0], basis.shape[1])
     # Solvers own their start and may overwrite it (a user's init is copied).
-    w0 = problem.prior.initial(p, shape, x) if init is None else problem.prior.project(init).clone()
+    if init is None:
+        w0 = problem.prior.initial(p, shape, x)
+    else:
+        w0 = problem.prior.project(init).clone()
+        if name != "newton_cg":  # which does it itself, from its own cold start
+            w0 = _no_worse_than_cold(problem, x, basis, lam, p, w0)
     return function(problem, x, basis, lam, p, _finite_start(problem, x, basis, lam, p, w0), tol, max_iter)
+
+
+def _no_worse_than_cold(problem, x, basis, lam, p, w0):
+    """A warm start's rows whose objective exceeds that of the prior's
+    minimiser start there instead (the cold start; NaN counts as worse).
+
+    Such a start is worse than none, and can be far: from codes of 1e29 (or
+    1e3 in float32) FISTA, the active set and proximal Newton did not
+    converge in their ``max_iter``, and Newton's KL codes shrank by ``e`` a
+    step (``tests/test_newton_cg.py``, ``tests/test_solver_regressions.py``).
+    Two objective evaluations, with a warm start only.
+    """
+    start = problem.prior.initial(p, w0.shape, x)
+    with torch.no_grad():
+        worse = ~(problem.objective(x, basis, lam, p, w0) <= problem.objective(x, basis, lam, p, start))
+    return torch.where(worse[:, None], start, w0) if bool(worse.any()) else w0
 
 
 def _finite_start(problem, x, basis, lam, p, w0):

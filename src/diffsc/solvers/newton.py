@@ -123,24 +123,10 @@ def _rise(prior, w, p, ds, t, rises, cand):
     return torch.where(rises, w + t[:, None] * (target - w), cand)
 
 
-def _warm(prior, p, w0) -> bool:
-    """Whether ``w0`` is a warm start: other codes than the prior's minimiser.
-    (Tested against the broadcast minimiser: a second (N, K) start would cost
-    its page faults, ~10% of a 64x256 KL solve.)"""
-    return not bool((w0 == prior.minimiser(p, w0)).all())
-
-
 def newton(problem, x, basis, lam, p, w0, tol, max_iter):
     prior = problem.prior
     n = x.shape[0]
     w = w0
-    if _warm(prior, p, w0):
-        # A warm start's rows whose F exceeds the prior minimiser's start
-        # there: from codes of 1e29 Newton's step is -w, a mirror step of -1,
-        # and KL codes shrank by e a step (:class:`.newton_cg._Fallback`).
-        start = torch.broadcast_to(prior.minimiser(p, w0), w0.shape)
-        worse = ~(problem.objective(x, basis, lam, p, w0) <= problem.objective(x, basis, lam, p, start))
-        w = torch.where(worse[:, None], start, w0)
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
     grad_loss, r = problem.loss_gradient(x, basis, w)
