@@ -107,3 +107,32 @@ def test_a_gradient_that_is_not_finite_is_not_converged():
     model = newton_cg_module._Model(problem, basis, lam, p, torch.float32).of(x)
     w, iterations, residual = compiled.compiled_chunk(model, torch.full((8, 40), 1e38), 1e-4, 0, 0.1, 50, 0.25, 1e-37)
     assert bool(residual.isnan().all()) and not bool((residual <= 1e-4).any())
+
+
+def test_a_limited_step_all_but_orthogonal_to_the_gradient_is_scaled_instead():
+    # Newton's step (-100, 29.9) descends with slope -70.1; limited entry by
+    # entry to (-30, 29.9) it keeps a slope of -0.1 only, along a curve that
+    # can rise for every t F resolves (weak KL priors stopped 0.09 short).
+    # Scaling the whole step by 0.3 keeps slope -21.03: that step is taken,
+    # by both loops.
+    import numpy as np
+
+    from diffsc.priors import KL
+    from diffsc.solvers.newton import _limit
+
+    w = torch.ones(1, 2, dtype=torch.float64)
+    g = torch.ones(1, 2, dtype=torch.float64)
+    step = torch.tensor([[-100.0, 29.9]], dtype=torch.float64)
+    p = torch.ones((), dtype=torch.float64)
+    ds, slope, _ = _limit(KL(), w, p, g, step)
+    torch.testing.assert_close(ds, 0.3 * step)
+    torch.testing.assert_close(slope, torch.tensor([-21.03], dtype=torch.float64))
+    out = np.empty((1, 2)), np.empty(1), np.empty(1, np.bool_), np.empty(1)
+    far = np.zeros((1, 2), np.bool_)
+    compiled._limit(compiled.KL, w.numpy(), np.zeros((1, 2)), g.numpy(), step.numpy().copy(), far, np.zeros((1, 2)),
+                    np.zeros(1, np.bool_), np.ones(2), 1e-300, *out)
+    np.testing.assert_allclose(out[0], 0.3 * step.numpy())
+    np.testing.assert_allclose(out[1], [-21.03])
+    # a limit that keeps most of the descent is kept: (-100, -29.9) -> (-30, -29.9)
+    ds, slope, _ = _limit(KL(), w, p, -g, torch.tensor([[100.0, 29.9]], dtype=torch.float64))
+    torch.testing.assert_close(ds, torch.tensor([[30.0, 29.9]], dtype=torch.float64))

@@ -177,9 +177,10 @@ def _check(sol, scale, far, g, product, lam, rel, enough, tiny_scale, ok):
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, rises, g_norm):
-    """The step in mirror coordinates, each entry limited to ``_MAX_MIRROR_STEP`` (not L2's),
-    the slope of the curve taken, and whether a row's jumps rise (:func:`_rise`),
-    as :func:`.newton._limit`; a direction that does not descend (rounding)
+    """The step in mirror coordinates, each entry limited to ``_MAX_MIRROR_STEP`` (not L2's)
+    or the whole step scaled down, whichever descends faster, the slope of the
+    curve taken, and whether a row's jumps rise (:func:`_rise`), as
+    :func:`.newton._limit`; a direction that does not descend (rounding)
     becomes the scaled gradient.
 
     (Loops are split so that each vectorises: one reduction each, the rare
@@ -196,34 +197,31 @@ def _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, ri
         for j in range(k):
             gn = max(gn, _optimality(prior, w[i, j], g[i, j], tiny))
         g_norm[i] = gn
-        sl = 0.0
+        sl, newton_sl, limited = 0.0, 0.0, 0  # the limited step's slope, the whole step's
         for j in range(k):
             inv_deriv = _inverse_curvature(prior, w[i, j], p[j])  # 1 / s'(w)
             ds[i, j] = step[i, j] / inv_deriv
             if prior != L2:  # exp and sinh overflow; L2's mirror is w itself
+                limited += abs(ds[i, j]) > _MAX_MIRROR_STEP
                 ds[i, j] = min(max(ds[i, j], -_MAX_MIRROR_STEP), _MAX_MIRROR_STEP)
             sl += g[i, j] * ds[i, j] * inv_deriv
+            newton_sl += g[i, j] * step[i, j]
+        if limited or not sl < 0:  # unless scaling the whole step down descends faster
+            kept = 1.0
+            for j in range(k):
+                if step[i, j] != 0:  # (0 where a code jumps)
+                    kept = min(kept, ds[i, j] * _inverse_curvature(prior, w[i, j], p[j]) / step[i, j])
+            if not sl < 0 or kept * newton_sl < sl:
+                for j in range(k):
+                    ds[i, j] = kept * step[i, j] / _inverse_curvature(prior, w[i, j], p[j])
+                sl = kept * newton_sl
         rises[i] = False
         if far_rows[i]:
             for j in range(k):
                 if far[i, j]:  # jumps: their slope counts the chord
-                    sl -= g[i, j] * ds[i, j] * w[i, j]
                     ds[i, j] = far_step[i, j]
                     sl += g[i, j] * (max(p[j] * math.exp(s[i, j] + ds[i, j]), tiny) - w[i, j])
                     rises[i] = rises[i] or ds[i, j] > 0
-        if not sl < 0:  # limiting spoiled descent: scale Newton's whole step down instead
-            rises[i] = False
-            kept = 1.0
-            for j in range(k):
-                full = far_step[i, j] if far[i, j] else step[i, j] / _inverse_curvature(prior, w[i, j], p[j])
-                if full != 0:
-                    kept = min(kept, ds[i, j] / full)
-            sl = 0.0
-            for j in range(k):
-                inv_deriv = _inverse_curvature(prior, w[i, j], p[j])
-                full = far_step[i, j] if far[i, j] else step[i, j] / inv_deriv
-                ds[i, j] = full * kept
-                sl += g[i, j] * ds[i, j] * inv_deriv
         slope[i] = sl
 
 
