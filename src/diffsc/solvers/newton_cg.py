@@ -281,9 +281,11 @@ class _RidgeStart:
         """``(G + lam I)^{-1}`` (from ``B^T x``, K x K) or ``B`` times it (from
         ``x``, D x K), whichever is narrower: formed once, when first needed
         (a warm start may never need it)."""
-        d, k = self.basis.shape
-        inverse = torch.linalg.inv(self.basis.T @ self.basis + torch.diag(self.lam.expand(k)))
-        return (inverse if k <= d else self.basis @ inverse).to(self.dtype)
+        work = torch.promote_types(self.basis.dtype, self.dtype)  # (L2's in float64)
+        basis, lam = self.basis.to(work), self.lam.to(work)
+        d, k = basis.shape
+        inverse = torch.linalg.inv(basis.T @ basis + torch.diag(lam.expand(k)))
+        return (inverse if k <= d else basis @ inverse).to(self.dtype)
 
     def codes(self, model):
         d, k = self.basis.shape
@@ -346,12 +348,15 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     shared = _Model(problem, basis, lam, p, low)
     # float64 codes: the first steps entirely in float32 (half the memory
     # traffic), to tol if float32 reaches it; float64 checks and finishes.
+    warm = _warm(problem.prior, p, w0)  # kept where it is better than none
+    # L2's ridge codes are its codes: formed in their own dtype, they need
+    # only its check (from float32's, float64 stalled on a nearly singular G)
+    exact = problem.prior.name == "l2"
+    ridge = _RidgeStart.of(problem, basis, lam, p, torch.float64 if exact else low)
     rough = None
-    if low != x.dtype:
+    if low != x.dtype and not (exact and ridge is not None and not warm):
         rough = _Model(problem, basis.to(low), lam.to(low), p.to(low), low)
     rough_tol = tol if tol >= FLOAT32_REACH else PHASE_TOL
-    ridge = _RidgeStart.of(problem, basis, lam, p, low)
-    warm = _warm(problem.prior, p, w0)  # kept where it is better than none
     fallback = _Fallback(problem, ridge) if warm else None
     chunk = rows_at_once(x.device, max(basis.shape), CHUNK)
     for start in range(0, n, chunk):
