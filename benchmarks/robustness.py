@@ -8,6 +8,9 @@ how many of the batches converged completely, and the seconds the solves
 took in all. A batch that does not is reported by the library with a
 ConvergenceWarning; this script counts them.
 
+``--init V`` starts every code at ``V`` (a warm start far from the codes,
+e.g. 1e29, 1e3 or 1e-30) instead of the solver's own start.
+
 ``--priors l1`` sweeps the L1 priors (``l1``, ``nonneg_l1``) of the
 non-gaussian families instead (the gaussian lasso has its own tests against
 scikit-learn), from strength 1e-4 to 5: the problems on which to compare
@@ -15,6 +18,7 @@ the L1 solvers (``--solver active_set``, ``--solver prox_newton``).
 
     python benchmarks/robustness.py                 # 25 seeds, a minute or two
     python benchmarks/robustness.py --priors l1 --solver prox_newton
+    python benchmarks/robustness.py --seeds 10 --init 1e29
     python benchmarks/robustness.py --smoke         # run by the tests
 """
 
@@ -43,7 +47,7 @@ SWEEPS = {"smooth": (FAMILIES, PRIORS, SETTINGS),
           "l1": (FAMILIES[1:], ["l1", "nonneg_l1"], [(1e-4, 1.0), (1e-2, 1.0), (0.5, 1.0), (5.0, 1.0)])}
 
 
-def run(seeds, max_iter, solver=None, priors="smooth", device="cpu"):
+def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
     families, prior_names, settings = SWEEPS[priors]
     done, total = Counter(), Counter()
     seconds = 0.0
@@ -58,16 +62,19 @@ def run(seeds, max_iter, solver=None, priors="smooth", device="cpu"):
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
+                    start_codes = None if init is None else torch.full((x.shape[0], k), init, dtype=dtype,
+                                                                        device=device)
                     w, info = diffsc.sparse_code_with_info(
                         x.to(device, dtype), basis.to(device, dtype), family=family, prior=prior,
-                        strength=lam, prior_mean=p, max_iter=max_iter, solver=solver,
+                        strength=lam, prior_mean=p, max_iter=max_iter, solver=solver, init=start_codes,
                     )
                 seconds += time.perf_counter() - start
                 key = (prior, lam, p, str(dtype).split(".")[1])
                 total[key] += 1
                 done[key] += int(info.all_converged and bool(torch.isfinite(w).all()))
-    print(f"{seeds} seeds x {len(families)} families, max_iter={max_iter}, solver {solver or 'default'}: "
-          "batches fully converged")
+    start = "its own start" if init is None else f"every code at {init:g}"
+    print(f"{seeds} seeds x {len(families)} families, max_iter={max_iter}, solver {solver or 'default'}, "
+          f"from {start}: batches fully converged")
     print(f"{'prior':<10}{'lam':>8}{'p':>8}  {'dtype':<8}{'converged':>10}")
     for key in sorted(total):
         prior, lam, p, dtype = key
@@ -84,8 +91,9 @@ def main(argv=None):
     parser.add_argument("--solver", default=None, help="e.g. newton (factored); default: the library's")
     parser.add_argument("--priors", choices=sorted(SWEEPS), default="smooth")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--init", type=float, default=None, help="start every code here (a far warm start)")
     args = parser.parse_args(argv)
-    return run(1 if args.smoke else args.seeds, args.max_iter, args.solver, args.priors, args.device)
+    return run(1 if args.smoke else args.seeds, args.max_iter, args.solver, args.priors, args.device, args.init)
 
 
 if __name__ == "__main__":
