@@ -262,8 +262,9 @@ class _RidgeStart:
     start here, the minimiser of the quadratic model whose prior curvature
     ``lam / |w|`` is that of codes of unit size. On ``codes.py``'s KL problems
     the Newton steps fell from 5.8-6.9 to 3.9-5.3 a code, on average. For L2
-    they are the codes themselves (rounded in float32 where that phase
-    runs): float64's check takes one step, where 6 steps took them from 0."""
+    they are the codes themselves, formed in float64 with no float32 phase
+    (from float32's rounding, float64 stalled on a nearly singular ``G``):
+    the check takes 0-1 steps, where 4-6 took them from 0."""
 
     def __init__(self, problem, basis, lam, p, dtype):
         self.basis, self.lam, self.dtype = basis, lam, dtype
