@@ -13,6 +13,8 @@ import torch
 import diffsc
 from diffsc.learning import initial_basis
 from diffsc.problem import Problem
+from diffsc.solvers.newton import newton
+from helpers import problem_data
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +202,17 @@ def test_float32_codes_that_stop_short_are_finished_in_float64(solver):
     f32 = problem.objective(x, basis, lam.double(), p.double(), w.double())
     f64 = problem.objective(x, basis, lam.double(), p.double(), exact)
     assert bool(((f32 - f64) / f64 <= 1e-5).all())
+
+
+def test_weak_signed_kl_codes_from_the_ridge_start_take_the_straight_line():
+    # From the ridge codes (newton_cg's start) under lam = 1e-6, Newton's
+    # steps lie along B's near-null space; the mirror curve, exponential in
+    # asinh(w / 2p), leaves it, and backtracking cut each step to a
+    # hundredth: none of 100 codes converged in 100 steps.
+    x, basis = problem_data("gaussian", n=100, d=30, k=60, seed=1)
+    problem = Problem.of("gaussian", "signed_kl")
+    lam, p = torch.tensor(1e-6, dtype=x.dtype), torch.tensor(0.01, dtype=x.dtype)
+    ridge = torch.linalg.solve(basis.T @ basis + lam * torch.eye(60, dtype=x.dtype), basis.T @ x.T).T
+    result = newton(problem, x, basis, lam, p, ridge, 1e-10, 100)
+    assert bool(result.converged.all()), int(result.converged.sum())
+    assert float(result.iterations.float().mean()) < 30

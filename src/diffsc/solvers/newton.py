@@ -12,6 +12,17 @@ until Armijo's condition holds. The full step is also taken when it halves
 the gradient's norm and leaves ``F`` unchanged to rounding: near the optimum
 the decrease of ``F`` drops below its rounding error while the gradient still
 measures progress exactly.
+
+Signed-KL steps whose curve fails at ``t = 1`` and ``1/2`` also try the
+straight line ``w + t w'(0)`` (same tangent, same slope) from ``t = 1/4``
+on, and take the lower ``F``. Under a weak prior most of a step lies along ``B``'s
+near-null space, where only the straight line keeps the loss: the curve,
+exponential in ``s``, leaves it at once, and from the ridge codes
+(``newton_cg``'s start) the line search then cut every step to a hundredth,
+for hundreds of steps (λ = 1e-6, p = 0.01, 30 x 60: none of 100 codes
+converged in 100 steps; with the line, all in 18 on average). Offered from
+``t = 1`` on, the line cost steps from the prior's minimiser (9 -> 21 at
+p = 1e-4). KL's line can leave ``w > 0``; L2's is its curve.
 """
 
 from __future__ import annotations
@@ -127,6 +138,19 @@ def _rise(prior, w, p, ds, t, rises, cand):
     return torch.where(rises, w + t[:, None] * (target - w), cand)
 
 
+def offers_line(prior) -> bool:
+    """Whether backtracking also tries the straight line (module docstring)."""
+    return prior.name == "signed_kl"
+
+
+def _lower_of_line(problem, x, basis, lam, p, w, tangent, t, cand, f):
+    """The curve's point ``cand`` (objective ``f``) or the line's ``w + t tangent``, whichever has the lower ``F``."""
+    line = w + t[:, None] * tangent
+    f_line = problem.objective(x, basis, lam, p, line)
+    better = f_line < f
+    return torch.where(better[:, None], line, cand), torch.where(better, f_line, f)
+
+
 def newton(problem, x, basis, lam, p, w0, tol, max_iter):
     prior = problem.prior
     n = x.shape[0]
@@ -155,6 +179,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             step = torch.where(fallback[:, None], descent, step)
         f0 = problem.objective(xa, basis, lam, p, wa)
         ds, slope, rises = _limit(prior, wa, p, g, step, far, far_step, f0, lam)
+        tangent = ds / prior.mirror_derivative(wa, p) if offers_line(prior) else None
         g_norm = g.abs().amax(-1)
         t = torch.ones_like(f0)
         accepted = torch.zeros_like(f0, dtype=torch.bool)
@@ -162,6 +187,8 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         for trial in range(_MAX_BACKTRACK):
             cand = _rise(prior, wa, p, ds, t, rises, prior.mirror_curve(wa, p, ds, t[:, None]))
             f = problem.objective(xa, basis, lam, p, cand)
+            if tangent is not None and trial > 1:
+                cand, f = _lower_of_line(problem, xa, basis, lam, p, wa, tangent, t, cand, f)
             good = f <= f0 + _ARMIJO * t * slope
             if trial == 0:
                 gl_full, r_full = problem.loss_gradient(xa, basis, cand)
