@@ -382,8 +382,9 @@ class _Chunk:
         return (diff @ self.basis).numpy(), (0.5 * diff.square().sum(-1)).numpy()
 
 
-def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale, fallback=None):
-    """:func:`.newton_cg._chunk` for gaussian codes on the CPU: ``(w, iterations, residual)``."""
+def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale, stall_steps, fallback=None):
+    """:func:`.newton_cg._chunk` for gaussian codes on the CPU: ``(w, iterations,
+    residual, stalled)``."""
     use_torch_threads()
     ch = _Chunk(model)
     w = w.contiguous().clone().numpy()
@@ -400,8 +401,10 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
             _first_evaluation(ch, redo, start, ch.mirror(start), ch.x[rows], w, s, f, grad_loss, residual)
     iterations = np.zeros(m, np.int64)
     stuck = np.zeros(m, np.bool_)
+    # rows whose residual has not halved in stall_steps steps leave (.newton_cg._Stall)
+    mark, since = residual.copy(), np.zeros(m, np.int64)
     for _ in range(max_iter):
-        idx = np.flatnonzero((residual > tol) & ~stuck)
+        idx = np.flatnonzero((residual > tol) & ~stuck & (since < stall_steps))
         if idx.size == 0:
             break
         whole = idx.size == m
@@ -413,7 +416,11 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
                 full[idx] = part
         stuck[idx] = ~accepted
         iterations[idx] += 1
-    return torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual)
+        halved = residual[idx] <= 0.5 * mark[idx]
+        mark[idx] = np.where(halved, residual[idx], mark[idx])
+        since[idx] = np.where(halved, 0, since[idx] + 1)
+    stalled = (since >= stall_steps) & (residual > tol)
+    return torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual), torch.from_numpy(stalled)
 
 
 def _first_evaluation(ch, rows, start, s_start, x, w, s, f, grad_loss, residual):
