@@ -50,7 +50,10 @@ in chunks of rows, on the CPU 512 rows that stay in cache, on a GPU as many
 as its memory holds (at 512 rows the GPU spends its time launching the
 loop's small operations: the whole batch of 10,000 rows was 11-17x faster
 on an H200, ``benchmarks/results/cuda``); rows that converge leave the
-chunk's work.
+chunk's work. Signed-KL rows whose residual stops halving (a weak
+prior's steps along ``B``'s near-null space, which inexact directions
+miss) leave it too, and finish with :mod:`.newton`'s factored steps
+(:class:`_Stall`).
 
 Gaussian codes on the CPU (KL, signed KL, L2) run the same loop compiled,
 its elementwise passes fused (:mod:`.newton_cg_compiled`, 1.5-2x faster on
