@@ -101,17 +101,20 @@ def test_gaussian_basis_step_is_the_exact_atom_minimiser():
             assert mean_objective(problem, x, moved, lam, p, w) >= value - 1e-12
 
 
+@pytest.mark.parametrize("k", [7, 70])  # one block of atoms, and three (SWEEP_BLOCK = 32)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_compiled_atom_sweeps_equal_the_torch_ones(dtype):
-    """The CPU's compiled sweeps and the torch sweeps (CUDA's) agree,
+def test_compiled_atom_sweeps_equal_the_torch_ones(dtype, k):
+    """The CPU's blocked sweeps and the torch sweeps (CUDA's) agree,
     unused atoms (A_kk = 0) and atoms pushed outside the ball included."""
-    from diffsc.learning import atom_sweeps_torch
+    from diffsc.learning import SWEEP_BLOCK, atom_sweeps_torch
 
+    assert SWEEP_BLOCK < 70 < 3 * SWEEP_BLOCK
     g = torch.Generator().manual_seed(4)
     x = torch.randn(40, 9, generator=g, dtype=dtype)
-    w = torch.rand(40, 7, generator=g, dtype=dtype) * (torch.rand(40, 7, generator=g) < 0.5)
+    w = torch.rand(40, k, generator=g, dtype=dtype) * (torch.rand(40, k, generator=g) < 0.5)
     w[:, 2] = 0  # an unused atom: left as it is
-    basis = random_basis(9, 7, g, dtype)
+    w[:, k - 1] = 0
+    basis = random_basis(9, k, g, dtype)
     a, c = w.T @ w / 40, 3 * x.T @ w / 40  # large c: atoms hit the unit ball
     learner = BasisLearner(Problem.of("gaussian", "l1"), basis.clone(), torch.tensor(0.1, dtype=dtype),
                            torch.tensor(0.01, dtype=dtype))
@@ -119,7 +122,7 @@ def test_compiled_atom_sweeps_equal_the_torch_ones(dtype):
     reference = atom_sweeps_torch(basis, a, c, sweeps=3)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(learner.basis, reference, rtol=tol, atol=tol)
-    torch.testing.assert_close(learner.basis[:, 2], basis[:, 2], rtol=0, atol=0)
+    torch.testing.assert_close(learner.basis[:, [2, k - 1]], basis[:, [2, k - 1]], rtol=0, atol=0)
     assert bool((learner.basis.norm(dim=0) <= 1 + tol).all()) and bool((learner.basis.norm(dim=0) > 1 - tol).any())
 
 

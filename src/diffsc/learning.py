@@ -231,10 +231,7 @@ class BasisLearner:
         """Exact minimisation over one atom at a time (module docstring)."""
         if self.basis.device.type == "cpu":
             # Compiled: a Python loop over atoms costs more than their arithmetic.
-            atoms = self.basis.T.contiguous()
-            tiny = torch.finfo(atoms.dtype).tiny
-            _atom_sweeps(atoms.numpy(), a.contiguous().numpy(), c.T.contiguous().numpy(), sweeps, tiny)
-            self.basis = atoms.T.contiguous()
+            self.basis = atom_sweeps_blocked(self.basis, a, c, sweeps)
         else:
             self.basis = atom_sweeps_torch(self.basis, a, c, sweeps)
 
@@ -322,32 +319,63 @@ def atom_sweeps_torch(basis, a, c, sweeps: int) -> torch.Tensor:
     return basis
 
 
-@numba.njit(cache=True, fastmath=True)
-def _atom_sweeps(atoms, a, ct, sweeps, tiny):
-    """``_coordinate_step`` in place on ``atoms = B^T`` (K, D), ``ct = C^T``:
-    ``b_k <- u / max(1, ||u||)``, ``u = b_k + (c_k - B a_k) / A_kk``."""
-    k, d = atoms.shape
-    u = np.empty(d, dtype=atoms.dtype)
+#: Atoms a block of :func:`atom_sweeps_blocked` updates one at a time.
+SWEEP_BLOCK = 32
+
+
+def atom_sweeps_blocked(basis, a, c, sweeps: int) -> torch.Tensor:
+    """:func:`atom_sweeps_torch` on the CPU, its products blocked; a new basis.
+
+    Atom ``k`` needs ``B a_k`` with the atoms before it already updated.
+    The atoms are taken in blocks ``J`` of ``SWEEP_BLOCK``: for a block that
+    is ``A_J B^T`` with the atoms before the block updated (one matrix
+    product), plus ``sum a_ik (b_i' - b_i)`` over the block's atoms before
+    ``k``, which alone run one atom at a time (:func:`_atom_block`). On
+    MNIST (K = 256, D = 784, float32) the sweep had been a third of online
+    learning's time, one atom at a time on one core; the blocks' products
+    run on all of them.
+    """
+    atoms = basis.T.contiguous()  # (K, D): an atom a row
+    a, ct = a.contiguous(), c.T.contiguous()
+    k = atoms.shape[0]
+    tiny = torch.finfo(atoms.dtype).tiny
+    delta = torch.zeros_like(atoms)  # b_k' - b_k within a block
     for _ in range(sweeps):
-        for j in range(k):
-            if a[j, j] <= tiny:  # an unused atom: the objective does not depend on it
-                continue
-            for m in range(d):
-                u[m] = ct[j, m]
-            for i in range(k):
-                weight = a[j, i]  # A is symmetric: row j is column j
-                if weight != 0.0:
-                    row = atoms[i]
-                    for m in range(d):
-                        u[m] -= weight * row[m]
-            inverse = 1.0 / a[j, j]
-            norm = 0.0
-            for m in range(d):
-                u[m] = atoms[j, m] + u[m] * inverse
-                norm += u[m] * u[m]
-            scale = 1.0 / max(np.sqrt(norm), 1.0)
-            for m in range(d):
-                atoms[j, m] = u[m] * scale
+        for start in range(0, k, SWEEP_BLOCK):
+            stop = min(start + SWEEP_BLOCK, k)
+            r = a[start:stop] @ atoms  # row k: (B a_k)^T, the atoms before the block updated
+            _atom_block(atoms.numpy(), delta.numpy(), a.numpy(), ct.numpy(), r.numpy(), start, stop, tiny)
+    return atoms.T.contiguous()
+
+
+@numba.njit(cache=True, fastmath=True)
+def _atom_block(atoms, delta, a, ct, r, start, stop, tiny):
+    """Atoms ``start..stop`` in turn, in place: ``b_k <- u / max(1, ||u||)``,
+    ``u = b_k + (c_k - B a_k) / A_kk``, ``B a_k`` being ``r_k`` plus the
+    block's earlier updates; ``delta_k = b_k' - b_k``."""
+    d = atoms.shape[1]
+    u = np.empty(d, dtype=atoms.dtype)
+    for j in range(start, stop):
+        if a[j, j] <= tiny:  # an unused atom: the objective does not depend on it
+            delta[j] = 0.0
+            continue
+        for m in range(d):
+            u[m] = ct[j, m] - r[j - start, m]
+        for i in range(start, j):
+            weight = a[j, i]  # A is symmetric: row j is column j
+            if weight != 0.0:
+                for m in range(d):
+                    u[m] -= weight * delta[i, m]
+        inverse = 1.0 / a[j, j]
+        norm = 0.0
+        for m in range(d):
+            u[m] = atoms[j, m] + u[m] * inverse
+            norm += u[m] * u[m]
+        scale = 1.0 / max(np.sqrt(norm), 1.0)
+        for m in range(d):
+            new = u[m] * scale
+            delta[j, m] = new - atoms[j, m]
+            atoms[j, m] = new
 
 
 #: Examples in a period of the online statistics (at most a pass), which keep
