@@ -323,7 +323,9 @@ def test_weak_signed_kl_prior_rows_that_stall_finish_factored(loop):
 
 
 def test_rows_stall_when_their_residual_stops_halving():
-    stall = newton_cg_module._Stall(torch.tensor([1.0, 1.0]), steps=3)
+    from diffsc.solvers.result import Stall
+
+    stall = Stall(torch.tensor([1.0, 1.0]), steps=3)
     idx = torch.tensor([0, 1])
     for residual in ([0.4, 0.9], [0.3, 0.2], [0.25, 0.15], [0.21, 0.09]):
         stall.update(idx, torch.tensor(residual))

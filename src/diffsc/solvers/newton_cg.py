@@ -53,7 +53,7 @@ on an H200, ``benchmarks/results/cuda``); rows that converge leave the
 chunk's work. Signed-KL rows whose residual stops halving (a weak
 prior's steps along ``B``'s near-null space, which inexact directions
 miss) leave it too, and finish with :mod:`.newton`'s factored steps
-(:class:`_Stall`).
+(:class:`.result.Stall`).
 
 Gaussian codes on the CPU (KL, signed KL, L2) run the same loop compiled,
 its elementwise passes fused (:mod:`.newton_cg_compiled`, 1.5-2x faster on
@@ -72,7 +72,7 @@ from ..hessian_cg import Products, cg, decouple, gradient_change, rows_at_once, 
 from ..priors import SmoothPrior
 from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit, _rise, newton, offers_line
 from .newton_cg_compiled import compiled_chunk, handles
-from .result import SolveResult, flat
+from .result import SolveResult, Stall, flat
 
 #: Rows solved together on the CPU: their (rows, K) vectors stay in cache
 #: between products. On a GPU, as many as its memory holds (:func:`rows_at_once`).
@@ -85,7 +85,7 @@ FLOAT32_REACH = 1e-6  # ...or to tol itself, if tol is at least this
 _CG_STEP_MAX = 50
 _TINY_SCALE = 1e-37  # about float32's smallest normal number
 _ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
-_STALL_STEPS = 5  # steps a row may take without halving its residual (_Stall)
+_STALL_STEPS = 5  # steps a row may take without halving its residual (result.Stall)
 #: Gaussian codes on the CPU take the compiled loop (:mod:`.newton_cg_compiled`).
 COMPILED = True
 #: Gaussian KL, signed-KL and L2 codes left at the prior's minimiser start from the ridge codes.
@@ -200,7 +200,7 @@ def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
     residual = model.residual(w, s, grad_loss)
     iterations = torch.zeros(n, dtype=torch.int64, device=w.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=w.device)
-    stall = _Stall(residual, stall_steps)
+    stall = Stall(residual, stall_steps)
     for _ in range(max_iter):
         active = (residual > tol) & ~stuck & ~stall.stalled
         if not bool(active.any()):
@@ -260,35 +260,6 @@ def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
         residual[idx] = sub.residual(w_new, s_new, gl_new)
         stall.update(idx, residual[idx])
     return w, iterations, residual, stall.stalled & (residual > tol)
-
-
-class _Stall:
-    """Rows whose residual has not halved in ``steps`` steps: they leave the
-    loop (:func:`newton_cg` hands them to :func:`.newton.newton`).
-
-    Inexact Newton crawls where ``H`` is ill-conditioned beyond what
-    ``min(0.1, sqrt(residual))`` resolves: under a weak prior (signed KL,
-    lam = 1e-6, p = 0.01, 30 x 60) the CG direction, accurate on ``B``'s
-    large directions, all but missed the near-null space the step lay in
-    (cosine 0.06 with Newton's), and the rows took 100 steps of ``F``
-    falling by 1e-6, the residual cycling between 1e-4 and 3e-6. The
-    benchmarks' rows halve it at every step. Signed KL only (``steps`` is
-    ``_STALL_STEPS``; else more than ``max_iter``): stalled KL rows, at
-    their floor or jumping, fared worse with the factored steps (gaussian,
-    lam = 1e-4, 30 x 60: 77 of 100 converged, 49 with them).
-    """
-
-    def __init__(self, residual, steps):
-        self.steps = steps
-        self.mark = residual.clone()
-        self.since = torch.zeros_like(residual, dtype=torch.int64)
-        self.stalled = torch.zeros_like(residual, dtype=torch.bool)
-
-    def update(self, idx, residual):
-        halved = residual <= 0.5 * self.mark[idx]
-        self.mark[idx] = torch.where(halved, residual, self.mark[idx])
-        self.since[idx] = torch.where(halved, 0, self.since[idx] + 1)
-        self.stalled[idx] = self.since[idx] >= self.steps
 
 
 class _RidgeStart:
@@ -371,7 +342,7 @@ def _warm(prior, p, w0) -> bool:
 
 def _solve_chunk(model, w, tol, max_iter, fallback=None):
     """``(w, iterations, residual, stalled)`` of a chunk, by the compiled loop or the torch loop."""
-    stall_steps = _STALL_STEPS if offers_line(model.problem.prior) else max_iter + 1  # (_Stall)
+    stall_steps = _STALL_STEPS if offers_line(model.problem.prior) else max_iter + 1  # (result.Stall)
     if COMPILED and handles(model.problem, w):
         return compiled_chunk(model, w, tol, max_iter, _FORCING, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE, stall_steps,
                               fallback)
@@ -379,9 +350,9 @@ def _solve_chunk(model, w, tol, max_iter, fallback=None):
 
 
 def _finish_stalled(problem, x, basis, lam, p, tol, max_iter, w, iterations, residual, rows):
-    """Rows that stalled (:class:`_Stall`) finish with :func:`.newton.newton`'s
+    """Rows that stalled (:class:`.result.Stall`) finish with :func:`.newton.newton`'s
     factored steps, from where they stopped, in what is left of ``max_iter``:
-    on the case in :class:`_Stall`, 100 codes short became 0."""
+    on the case in :class:`.result.Stall`, 100 codes short became 0."""
     left = max_iter - int(iterations[rows].max()) if rows.numel() else 0
     if left <= 0:
         return

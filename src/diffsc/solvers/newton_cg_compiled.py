@@ -31,7 +31,7 @@ from ..gram_cholesky import use_torch_threads
 from ..hessian import hessian_solve
 from ..hessian_cg import DECOUPLED, FASTMATH, compiled_cg
 from .newton import _ARMIJO, _MAX_BACKTRACK, _MAX_MIRROR_STEP
-from .result import FLAT_ULPS
+from .result import FLAT_ULPS, Stall
 
 KL, SIGNED_KL, L2 = 0, 1, 2
 PRIOR_CODES = {"kl": KL, "signed_kl": SIGNED_KL, "l2": L2}
@@ -401,10 +401,10 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
             _first_evaluation(ch, redo, start, ch.mirror(start), ch.x[rows], w, s, f, grad_loss, residual)
     iterations = np.zeros(m, np.int64)
     stuck = np.zeros(m, np.bool_)
-    # rows whose residual has not halved in stall_steps steps leave (.newton_cg._Stall)
-    mark, since = residual.copy(), np.zeros(m, np.int64)
+    stall = Stall(torch.from_numpy(residual), stall_steps)  # rows that stop halving it leave
+    stalled = stall.stalled.numpy()  # (shares the tensor's memory)
     for _ in range(max_iter):
-        idx = np.flatnonzero((residual > tol) & ~stuck & (since < stall_steps))
+        idx = np.flatnonzero((residual > tol) & ~stuck & ~stalled)
         if idx.size == 0:
             break
         whole = idx.size == m
@@ -416,11 +416,9 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
                 full[idx] = part
         stuck[idx] = ~accepted
         iterations[idx] += 1
-        halved = residual[idx] <= 0.5 * mark[idx]
-        mark[idx] = np.where(halved, residual[idx], mark[idx])
-        since[idx] = np.where(halved, 0, since[idx] + 1)
-    stalled = (since >= stall_steps) & (residual > tol)
-    return torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual), torch.from_numpy(stalled)
+        stall.update(torch.from_numpy(idx), torch.from_numpy(residual[idx]))
+    return (torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual),
+            torch.from_numpy(stalled & (residual > tol)))
 
 
 def _first_evaluation(ch, rows, start, s_start, x, w, s, f, grad_loss, residual):
