@@ -250,6 +250,53 @@ def _rise(rows, w, s, ds, t, far, rises, p, tiny, cand, s_cand):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _line_points(rows, w, step, far, t, tiny, cand, s_cand, p, line, s_line):
+    """KL's bent line ``max(w + t d, w e^(-30 t))`` of the Newton step ``d``
+    for ``rows`` (compact), the curve's points where a code jumps
+    (:func:`.newton._line`)."""
+    for a in numba.prange(rows.shape[0]):
+        i = rows[a]
+        for j in range(w.shape[1]):
+            if far[i, j]:
+                line[a, j], s_line[a, j] = cand[a, j], s_cand[a, j]
+                continue
+            v = max(w[i, j] + t[i] * step[i, j], w[i, j] * math.exp(-_MAX_MIRROR_STEP * t[i]), tiny)
+            line[a, j], s_line[a, j] = v, math.log(v / p[j])
+
+
+@numba.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p):
+    """``F`` at candidate ``a`` (row ``i``), given ``grad`` and ``loss`` as :func:`_accept` takes them."""
+    value = 0.0
+    if gram_route:  # D_L = 1/2 w^T G w - w^T B^T x + 1/2 |x|^2, with w G in grad
+        for j in range(cand.shape[1]):
+            value += 0.5 * cand[a, j] * ((grad[a, j] - xb[i, j]) - xb[i, j])
+        value += half_xx[i]
+    else:
+        value += loss[a]
+    for j in range(cand.shape[1]):
+        value += lam[j] * _value(prior, cand[a, j], s_cand[a, j], p[j])
+    return value
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _lower_of_line(prior, rows, cand, s_cand, grad, loss, line, s_line, grad_line, loss_line, gram_route,
+                   xb, half_xx, lam, p, eps):
+    """The line's points replace the curve's (with their ``grad`` and ``loss``)
+    where their ``F`` is lower beyond rounding."""
+    for a in numba.prange(rows.shape[0]):
+        i = rows[a]
+        f_curve = _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p)
+        f_line = _objective(prior, a, i, line, s_line, grad_line, loss_line, gram_route, xb, half_xx, lam, p)
+        if f_curve <= f_line + FLAT_ULPS * eps * max(abs(f_line), 1.0):
+            continue
+        if not gram_route:
+            loss[a] = loss_line[a]
+        for j in range(cand.shape[1]):
+            cand[a, j], s_cand[a, j], grad[a, j] = line[a, j], s_line[a, j], grad_line[a, j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _accept(prior, rows, cand, s_cand, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps,
             slope, g_norm, first, force, t, accepted, w, s, f, grad_loss, residual):
     """Judge the candidates of ``rows``: Armijo's condition (or, on the full
@@ -263,16 +310,10 @@ def _accept(prior, rows, cand, s_cand, grad, loss, gram_route, xb, xb_max, half_
     k = cand.shape[1]
     for a in numba.prange(rows.shape[0]):
         i = rows[a]
-        value = 0.0
-        if gram_route:  # D_L = 1/2 w^T G w - w^T B^T x + 1/2 |x|^2
+        value = _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p)
+        if gram_route:
             for j in range(k):
                 grad[a, j] -= xb[i, j]
-                value += 0.5 * cand[a, j] * (grad[a, j] - xb[i, j])
-            value += half_xx[i]
-        else:
-            value += loss[a]
-        for j in range(k):
-            value += lam[j] * _value(prior, cand[a, j], s_cand[a, j], p[j])
         good = force or value <= f[i] + _ARMIJO * t[i] * slope[i]
         if first and not good:  # near the optimum F is flat to rounding; the gradient still tells
             g_max = 0.0
@@ -475,7 +516,14 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
         ch.points(sc, c)
         if rising:
             _rise(rows, w, s, ds, t, far, rises, ch.p, ch.tiny, c, sc)
-        grad, loss = ch.loss_gradient(c, x if rows.size == n else x[torch.from_numpy(rows)])
+        x_rows = x if rows.size == n else x[torch.from_numpy(rows)]
+        grad, loss = ch.loss_gradient(c, x_rows)
+        if ch.prior == KL and trial > 1:  # the curve failed at t = 1 and 1/2: KL's bent line too
+            line, s_line = np.empty_like(c), np.empty_like(c)
+            _line_points(rows, w, step, far, t, ch.tiny, c, sc, ch.p, line, s_line)
+            grad_line, loss_line = ch.loss_gradient(line, x_rows)
+            _lower_of_line(ch.prior, rows, c, sc, grad, loss, line, s_line, grad_line, loss_line,
+                           ch.gram is not None, xb, half_xx, ch.lam, ch.p, ch.eps)
         _accept(ch.prior, rows, c, sc, grad, loss, ch.gram is not None, xb, xb_max, half_xx, ch.lam, ch.p,
                 ch.tiny, ch.eps, slope, g_norm, trial == 0, False, t, accepted, w, s, f, grad_loss, residual)
         rows = np.flatnonzero(~accepted)
