@@ -260,8 +260,8 @@ def _line_points(rows, w, step, far, t, tiny, cand, s_cand, p, line, s_line):
             if far[i, j]:
                 line[a, j], s_line[a, j] = cand[a, j], s_cand[a, j]
                 continue
-            v = max(w[i, j] + t[i] * step[i, j], w[i, j] * math.exp(-_MAX_MIRROR_STEP * t[i]), tiny)
-            line[a, j], s_line[a, j] = v, math.log(v / p[j])
+            line[a, j] = max(w[i, j] + t[i] * step[i, j], w[i, j] * math.exp(-_MAX_MIRROR_STEP * t[i]), tiny)
+            s_line[a, j] = math.log(line[a, j] / p[j])  # (of the code in its dtype)
 
 
 @numba.njit(cache=True, fastmath=FASTMATH, inline="always")
