@@ -4,8 +4,9 @@ Random problems (D in [3, 40), K in [2, 80), 16 inputs each, gaussian inputs
 scaled by 10 on odd seeds) for every family and smooth prior, five
 (strength, prior mean) pairs from mild to extreme, float64 and float32, each
 solved with the default tolerance and ``--max-iter``. Prints, per setting,
-how many of the batches converged completely, and the seconds the solves
-took in all. A batch that does not is reported by the library with a
+how many of the batches converged completely, the iterations their codes
+took in all (``SolveInfo.iterations`` summed: Newton steps for the smooth
+priors), and the seconds the solves took in all. A batch that does not is reported by the library with a
 ConvergenceWarning; this script counts them.
 
 ``--init V`` starts every code at ``V`` (a warm start far from the codes,
@@ -49,7 +50,7 @@ SWEEPS = {"smooth": (FAMILIES, PRIORS, SETTINGS),
 
 def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
     families, prior_names, settings = SWEEPS[priors]
-    done, total = Counter(), Counter()
+    done, total, steps = Counter(), Counter(), Counter()
     seconds = 0.0
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
@@ -72,13 +73,14 @@ def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
                 key = (prior, lam, p, str(dtype).split(".")[1])
                 total[key] += 1
                 done[key] += int(info.all_converged and bool(torch.isfinite(w).all()))
+                steps[key] += int(info.iterations.sum())
     start = "its own start" if init is None else f"every code at {init:g}"
     print(f"{seeds} seeds x {len(families)} families, max_iter={max_iter}, solver {solver or 'default'}, "
           f"from {start}: batches fully converged")
-    print(f"{'prior':<10}{'lam':>8}{'p':>8}  {'dtype':<8}{'converged':>10}")
+    print(f"{'prior':<10}{'lam':>8}{'p':>8}  {'dtype':<8}{'converged':>10}{'steps':>9}")
     for key in sorted(total):
         prior, lam, p, dtype = key
-        print(f"{prior:<10}{lam:>8g}{p:>8g}  {dtype:<8}{done[key]:>6}/{total[key]}")
+        print(f"{prior:<10}{lam:>8g}{p:>8g}  {dtype:<8}{done[key]:>6}/{total[key]:<3}{steps[key]:>9}")
     print(f"all: {sum(done.values())}/{sum(total.values())}, solved in {seconds:.1f} s")
     return done, total
 

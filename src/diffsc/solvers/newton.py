@@ -31,8 +31,9 @@ their steps nearly all along ``B``'s null space, and the curve shrinks the
 small codes there exponentially: whole steps were scaled to a tenth by
 those codes' limits, and the residual stood still for dozens of steps. On
 ``benchmarks/robustness.py``'s KL problems at λ = p = 1e-4 the bent line
-halved the gaussian codes' Newton steps and took a third off the other
-families', and batches that 300 steps left short converged.
+took the Newton steps from 31,459 to 19,429 (float32) and from 32,641 to
+20,140 (float64), and 3 of the 4 batches that 300 steps left short there
+converged.
 """
 
 from __future__ import annotations
