@@ -51,7 +51,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
 - ``backward``: gaussian 64x256, N=10000, l1 and kl, float64; the gradient of
   ``(codes * G).sum()`` (fixed random ``G``) w.r.t. the basis. Rows: the
   forward (default solver), the implicit backward alone (note: backward /
-  forward, target <= 1), both together (the ratio base). Then, on the first
+  forward, target <= 1), both together (the ratio base), and both together
+  on the fixed-iteration runs' rows (below). Then, on the first
   ``--unrolled-n`` rows (200: the unrolled graph of 100 Newton iterations
   takes about 30 MB per row, and a run of every section in one process ran
   out of this machine's 24 GB at 300), at each of ``--iterations`` (tol 1e-30, so
@@ -63,6 +64,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
   for it, counted once per storage): the memory that grows with unrolled
   iterations, where ``peak_MB`` (resident set) also counts the forward's
   transient work and the allocator's reuse.
+  An unrolled run that reaches the residual (1e-6) also gives, end to end,
+  its time over the default forward + implicit backward's on its rows.
   At the largest count the note gives the unrolled gradient's relative
   difference to the implicit one (same forward) and to the converged
   default's. An implicit backward that raises (an L1 support larger than D
@@ -614,6 +617,12 @@ class Bench:
             add("forward (default solver)", n, "-", sf, s, pf, rf, w, converged_note(info))
             add("backward implicit", n, "-", sb, s, pb, rb, w, f"backward/forward = {sb / sf:.2f} (target <= 1)")
             add("forward+backward implicit", n, "-", s, s, peak, r, w, f"lam={lam:.4g}, p={PRIOR_MEAN}")
+            # End to end on the fixed-iteration runs' rows: the default solver's
+            # forward and the implicit backward, against each unrolled run that
+            # reaches the residual too.
+            sd, pd, (_, w, info_d, _), rd = timed(lambda: both(nu), a.repeats, dev)
+            add("forward+backward implicit", nu, "-", sd, sd, pd, rd, w,
+                f"default solver ({info_d.solver}); N={nu}, as the runs below")
 
             solvers = ("fista",) if prior == "l1" else ("newton", "eg")
             for solver in solvers:
@@ -637,6 +646,8 @@ class Bench:
                     if si is not None:
                         note += (f"; unrolled/implicit = {su / si:.1f} (target >= 5), "
                                  f"backward alone {bu:.3g} s vs {bi:.3g} s = {bu / bi:.1f}")
+                    if score.residual(w, nu) <= RESIDUAL:
+                        note += f"; end to end, unrolled/default forward+backward = {su / sd:.0f}"
                     if i == len(a.iterations) - 1:
                         g_conv = both(nu)[0]  # implicit, converged default forward
                         diffs = [(gi, "implicit (same forward)"), (g_conv, "converged default")]
