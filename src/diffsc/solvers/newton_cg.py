@@ -185,6 +185,12 @@ def _direction(model, w, g, r, far, residual, tol):
     return step
 
 
+def _where(rows, new, old):
+    """Points ``(w, s, F, grad D_L, r)`` (``r`` None on the Gram route): ``new``'s on ``rows``, else ``old``'s."""
+    return tuple(None if a is None else torch.where(rows if a.dim() == 1 else rows[:, None], a, b)
+                 for a, b in zip(new, old))
+
+
 def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
     problem, prior, lam, p = model.problem, model.problem.prior, model.lam, model.p
     n = w.shape[0]
@@ -245,23 +251,14 @@ def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
                 s_l = prior.mirror(line, p)
                 f_l, gl_l, r_l = sub.evaluate(line, s_l)
                 better = ~flat(f_c, f_l)  # lower beyond rounding (float32 F's noise picked lines at random)
-                cand = torch.where(better[:, None], line, cand)
-                s_c = torch.where(better[:, None], s_l, s_c)
-                f_c = torch.where(better, f_l, f_c)
-                gl_c = torch.where(better[:, None], gl_l, gl_c)
-                if r_c is not None:
-                    r_c = torch.where(better[:, None], r_l, r_c)
+                cand, s_c, f_c, gl_c, r_c = _where(better, (line, s_l, f_l, gl_l, r_l), (cand, s_c, f_c, gl_c, r_c))
             good = f_c <= fa + _ARMIJO * t * slope
             if trial == 0:  # near the optimum F is flat to rounding; the gradient still tells
                 g_c = prior.optimality_gradient(cand, gl_c + lam * sub.prior_grad(cand, s_c)).abs().amax(-1)
                 good = good | ((g_c <= 0.5 * g_norm) & flat(f_c, fa))
             good = good & ~accepted
-            w_new = torch.where(good[:, None], cand, w_new)
-            s_new = torch.where(good[:, None], s_c, s_new)
-            f_new = torch.where(good, f_c, f_new)
-            gl_new = torch.where(good[:, None], gl_c, gl_new)
-            if r_c is not None:
-                r_new = torch.where(good[:, None], r_c, r_new)
+            w_new, s_new, f_new, gl_new, r_new = _where(good, (cand, s_c, f_c, gl_c, r_c),
+                                                         (w_new, s_new, f_new, gl_new, r_new))
             accepted = accepted | good
             if bool(accepted.all()):
                 break
