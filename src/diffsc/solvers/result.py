@@ -71,8 +71,8 @@ class Stall:
     falling by 1e-6, the residual cycling between 1e-4 and 3e-6. The
     benchmarks' rows halve it at every step. Signed KL only (``steps`` is
     ``newton_cg._STALL_STEPS``; else more than ``max_iter``): stalled KL rows, at
-    their floor or jumping, fared worse with the factored steps (gaussian,
-    lam = 1e-4, 30 x 60: 77 of 100 converged, 49 with them).
+    their floor or jumping, fared worse with the factored steps
+    (``newton_cg.HANDED_OVER``).
     """
 
     def __init__(self, residual, steps):
