@@ -6,8 +6,8 @@ scaled by 10 on odd seeds) for every family and smooth prior, five
 solved with the default tolerance and ``--max-iter``. Prints, per setting,
 how many of the batches converged completely, the iterations their codes
 took in all (``SolveInfo.iterations`` summed: Newton steps for the smooth
-priors), and the seconds the solves took in all. A batch that does not is reported by the library with a
-ConvergenceWarning; this script counts them.
+priors), and the seconds the solves took in all. A batch that does not is
+reported by the library with a ConvergenceWarning; this script counts them.
 
 ``--init V`` starts every code at ``V`` (a warm start far from the codes,
 e.g. 1e29, 1e3 or 1e-30) instead of the solver's own start.
