@@ -279,15 +279,33 @@ def _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, l
     return value
 
 
+@numba.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _change(prior, a, i, cand, s_cand, grad, value, gram_route, xb, lam, p, w, s, grad_loss, f):
+    """``F`` at candidate ``a`` less ``F`` at row ``i``'s point: on the Gram
+    route ``1/2 (c - w)^T (grad(c) + grad(w))`` plus the prior's change, free
+    of ``F``'s cancelling terms (:meth:`.newton_cg._Model.change`); ``grad``
+    is ``cand G`` there, else ``value`` is the candidate's ``F``."""
+    if not gram_route:
+        return value - f[i]
+    change = 0.0
+    for j in range(cand.shape[1]):
+        change += 0.5 * (cand[a, j] - w[i, j]) * ((grad[a, j] - xb[i, j]) + grad_loss[i, j])
+        change += lam[j] * (_value(prior, cand[a, j], s_cand[a, j], p[j]) - _value(prior, w[i, j], s[i, j], p[j]))
+    return change
+
+
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _lower_of_line(prior, rows, cand, s_cand, grad, loss, line, s_line, grad_line, loss_line, gram_route,
-                   xb, half_xx, lam, p, eps):
+                   xb, half_xx, lam, p, eps, w, s, grad_loss, f):
     """The line's points replace the curve's (with their ``grad`` and ``loss``)
     where their ``F`` is lower beyond rounding."""
     for a in numba.prange(rows.shape[0]):
         i = rows[a]
-        f_curve = _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p)
-        f_line = _objective(prior, a, i, line, s_line, grad_line, loss_line, gram_route, xb, half_xx, lam, p)
+        value = _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p)
+        f_curve = f[i] + _change(prior, a, i, cand, s_cand, grad, value, gram_route, xb, lam, p, w, s, grad_loss, f)
+        value = _objective(prior, a, i, line, s_line, grad_line, loss_line, gram_route, xb, half_xx, lam, p)
+        f_line = f[i] + _change(prior, a, i, line, s_line, grad_line, value, gram_route, xb, lam, p, w, s, grad_loss,
+                                f)
         if f_curve <= f_line + FLAT_ULPS * eps * max(abs(f_line), 1.0):
             continue
         if not gram_route:
@@ -311,15 +329,17 @@ def _accept(prior, rows, cand, s_cand, grad, loss, gram_route, xb, xb_max, half_
     for a in numba.prange(rows.shape[0]):
         i = rows[a]
         value = _objective(prior, a, i, cand, s_cand, grad, loss, gram_route, xb, half_xx, lam, p)
+        change = 0.0 if force else _change(prior, a, i, cand, s_cand, grad, value, gram_route, xb, lam, p, w, s,
+                                           grad_loss, f)
         if gram_route:
             for j in range(k):
                 grad[a, j] -= xb[i, j]
-        good = force or value <= f[i] + _ARMIJO * t[i] * slope[i]
+        good = force or change <= _ARMIJO * t[i] * slope[i]
         if first and not good:  # near the optimum F is flat to rounding; the gradient still tells
             g_max = 0.0
             for j in range(k):
                 g_max = max(g_max, _optimality(prior, cand[a, j], grad[a, j] + lam[j] * s_cand[a, j], tiny))
-            good = g_max <= 0.5 * g_norm[i] and value <= f[i] + FLAT_ULPS * eps * max(abs(f[i]), 1.0)
+            good = g_max <= 0.5 * g_norm[i] and f[i] + change <= f[i] + FLAT_ULPS * eps * max(abs(f[i]), 1.0)
         if not good:
             t[i] *= 0.5
             continue
@@ -523,7 +543,7 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
             _line_points(rows, w, step, far, t, ch.tiny, c, sc, ch.p, line, s_line)
             grad_line, loss_line = ch.loss_gradient(line, x_rows)
             _lower_of_line(ch.prior, rows, c, sc, grad, loss, line, s_line, grad_line, loss_line,
-                           ch.gram is not None, xb, half_xx, ch.lam, ch.p, ch.eps)
+                           ch.gram is not None, xb, half_xx, ch.lam, ch.p, ch.eps, w, s, grad_loss, f)
         _accept(ch.prior, rows, c, sc, grad, loss, ch.gram is not None, xb, xb_max, half_xx, ch.lam, ch.p,
                 ch.tiny, ch.eps, slope, g_norm, trial == 0, False, t, accepted, w, s, f, grad_loss, residual)
         rows = np.flatnonzero(~accepted)
