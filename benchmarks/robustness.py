@@ -6,7 +6,8 @@ scaled by 10 on odd seeds) for every family and smooth prior, five
 solved with the default tolerance and ``--max-iter``. Prints, per setting,
 how many of the batches converged completely, the iterations their codes
 took in all (``SolveInfo.iterations`` summed: Newton steps for the smooth
-priors), and the seconds the solves took in all. A batch that does not is
+priors), and the seconds the solves took in all; then each batch that fell
+short (its seed, family, size and setting). A batch that does not is
 reported by the library with a ConvergenceWarning; this script counts them.
 
 ``--init V`` starts every code at ``V`` (a warm start far from the codes,
@@ -51,6 +52,7 @@ SWEEPS = {"smooth": (FAMILIES, PRIORS, SETTINGS),
 def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
     families, prior_names, settings = SWEEPS[priors]
     done, total, steps = Counter(), Counter(), Counter()
+    short = []  # the batches that fell short
     seconds = 0.0
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
@@ -72,7 +74,12 @@ def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
                 seconds += time.perf_counter() - start
                 key = (prior, lam, p, str(dtype).split(".")[1])
                 total[key] += 1
-                done[key] += int(info.all_converged and bool(torch.isfinite(w).all()))
+                converged = info.all_converged and bool(torch.isfinite(w).all())
+                done[key] += int(converged)
+                if not converged:
+                    short.append(f"seed {seed} {family} {d}x{k} {prior} lam {lam:g} p {p:g} {key[3]}: "
+                                 f"{int(info.converged.sum())}/{x.shape[0]} codes, worst residual "
+                                 f"{float(info.residual.max()):.2g} (tol {info.tol:g})")
                 steps[key] += int(info.iterations.sum())
     start = "its own start" if init is None else f"every code at {init:g}"
     print(f"{seeds} seeds x {len(families)} families, max_iter={max_iter}, solver {solver or 'default'}, "
@@ -82,6 +89,8 @@ def run(seeds, max_iter, solver=None, priors="smooth", device="cpu", init=None):
         prior, lam, p, dtype = key
         print(f"{prior:<10}{lam:>8g}{p:>8g}  {dtype:<8}{done[key]:>6}/{total[key]:<3}{steps[key]:>9}")
     print(f"all: {sum(done.values())}/{sum(total.values())}, solved in {seconds:.1f} s")
+    for line in short:
+        print("short:", line)
     return done, total
 
 
