@@ -55,9 +55,10 @@ prior's steps along ``B``'s near-null space, which inexact directions
 miss) leave it too, and finish with :mod:`.newton`'s factored steps
 (:class:`.result.Stall`). KL steps whose curve fails at ``t = 1`` and
 ``1/2`` also try :mod:`.newton`'s bent line, as its factored steps do.
-On the Gram route a point is judged by ``F``'s change from the row's point
-(:meth:`_Model.change`), not by the difference of two values of ``F``,
-whose terms cancel to rounding noise near a fit.
+A point is judged by ``F``'s change from the row's point
+(:meth:`_Model.change`): on the Gram route formed without ``F``'s terms,
+which cancel to rounding noise near a fit, and nowhere is a point whose
+``F`` did not move taken for Armijo's decrease.
 
 Gaussian codes on the CPU (KL, signed KL, L2) run the same loop compiled,
 its elementwise passes fused (:mod:`.newton_cg_compiled`, 1.5-2x faster on
