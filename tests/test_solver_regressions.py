@@ -300,3 +300,35 @@ def test_factored_newton_codes_at_the_floor_do_not_hide_the_gradient_halving(see
                                                solver="newton", max_iter=300)
     assert bool((w <= torch.finfo(w.dtype).tiny).any())  # codes at the floor
     assert bool(info.converged.all()), (int(info.converged.sum()), float(info.residual.max()))
+
+
+@pytest.mark.parametrize(("seed", "d", "k"), [(0, 16, 34), (3, 24, 17)])
+def test_factored_newton_damps_poisson_steps_the_loss_does_not_fit(seed, d, k):
+    # From codes at p = 10 (lam = 1e-3) the Poisson loss exp(B w) is e^20 off
+    # its quadratic model: the Newton step moved some of B w by 1e4, the line
+    # search cut every step to a hundredth, and 16 and 13 of these 16 codes
+    # ended 300 steps at residual 1. Marquardt's damping turns such steps
+    # toward the scaled gradient until the loss fits its model again.
+    x, basis = problem_data("poisson", n=16, d=d, k=k, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", diffsc.ConvergenceWarning)
+        _, info = diffsc.sparse_code_with_info(x, basis, family="poisson", prior="kl", strength=1e-3,
+                                               prior_mean=10.0, solver="newton", max_iter=150)
+    assert bool(info.converged.all()), (int(info.converged.sum()), float(info.residual.max()))
+    assert float(info.iterations.float().mean()) < 70
+
+
+def test_damping_grows_only_where_the_loss_strays_from_its_model():
+    nw = sys.modules["diffsc.solvers.newton"]
+    x, basis = problem_data("poisson", n=2, d=6, k=4, seed=0)
+    problem = Problem.of("poisson", "kl")
+    w = torch.full((2, 4), 0.1, dtype=torch.float64)
+    grad_loss, r = problem.loss_gradient(x, basis, w)
+    mu = torch.tensor([1e-2, 1e-2], dtype=torch.float64)
+    taken = torch.tensor([False, False])
+    step = torch.stack([torch.full((4,), 1e-4), torch.full((4,), 5.0)]).double()  # tiny, and e^O(10) off
+    got = nw._damping(problem, x, basis, w, w + step, grad_loss, r, mu, taken)
+    assert got.tolist() == pytest.approx([1e-3, 0.1])
+    got = nw._damping(problem, x, basis, w, w + step, grad_loss, r, mu, torch.tensor([True, True]))
+    assert got.tolist() == pytest.approx([1e-3, 1e-3])  # a taken step is not damped further
+    assert nw._damping(problem, x, basis, w, w + step, grad_loss, r, torch.full((2,), 5e-6), taken)[0] == 0

@@ -185,7 +185,7 @@ def recording(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False):
+def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False, damping=None):
     """``H^{-1} rhs`` at the codes ``w`` (restricted to the support for L1).
 
     ``fixed`` (smooth priors) holds some coordinates out of the system: the
@@ -193,7 +193,8 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False):
     are solved by conjugate gradients to 1e-12 (:func:`diffsc.hessian_cg.cg_solve`)
     unless ``direct`` (Newton's factored steps), ``fixed``, autograd records
     through the solve, or the prior is uniform (``H`` may be singular); rows
-    CG does not finish are factored.
+    CG does not finish are factored. ``damping`` ``(N,)`` (factored only)
+    adds ``mu diag(A)`` to each row's scaled system ``A`` (Marquardt).
     """
     if problem.l1:
         if problem.family.name == "gaussian" and w.device.type == "cpu" and not recording(basis, w, rhs):
@@ -209,6 +210,9 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False):
         return solution.index_copy(0, rows, rest), ok.index_copy(0, rows, rest_ok)
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)
+    if damping is not None:  # Marquardt: A + mu diag(A), A the scaled system
+        diag = d.square() * problem.family.gram_diagonal(basis, r) + q
+        q = q + damping[:, None] * diag
     if fixed is not None:
         d = torch.where(fixed, torch.zeros_like(d), d)
         q = torch.where(fixed, torch.ones_like(q), q)

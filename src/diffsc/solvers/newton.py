@@ -17,6 +17,11 @@ the floor that still wants to shrink counts 0. Counted, its gradient (4.3 on
 a poisson code) hid the halving of the rest, and such codes stalled within
 a few times ``tol`` for hundreds of steps.
 
+The exponential families' losses (poisson, softmax, bernoulli) are quadratic
+only near a point: their steps are damped where the loss strayed from its
+quadratic model over the last full step (Marquardt's ``H + mu diag(H)``,
+:func:`_damping`), and undamped again as the steps fit.
+
 Signed-KL steps whose curve fails at ``t = 1`` and ``1/2`` also try the
 straight line ``w + t w'(0)`` (same tangent, same slope) from ``t = 1/4``
 on, and take the lower ``F``. Under a weak prior most of a step lies along ``B``'s
@@ -45,7 +50,7 @@ from __future__ import annotations
 import torch
 
 from ..hessian import hessian_solve
-from .result import SolveResult, flat
+from .result import FLAT_ULPS, SolveResult, flat
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
@@ -177,12 +182,41 @@ def _lower_of_line(problem, x, basis, lam, p, w, tangent, t, cand, f, far=None):
     return torch.where(better[:, None], line, cand), torch.where(better, f_line, f)
 
 
+def _damping(problem, x, basis, w, w_full, grad_loss, r, mu, taken):
+    """Marquardt's damping ``mu`` after a step whose full length went from
+    ``w`` to ``w_full``: up tenfold where that step was not ``taken`` and the
+    loss's change along it strays from its quadratic model by more than the
+    model's curvature term, else down tenfold (0 below 1e-6).
+
+    Exponential losses (poisson, softmax, bernoulli) fit their quadratic
+    model only within a few units of ``B w``: from codes far too large
+    (λ = 1e-3, p = 10) the Newton step moved some of ``B w`` by 1e4, the
+    line search cut every step to a hundredth, and codes crawled for
+    hundreds of steps. Damping turns those steps toward the scaled gradient.
+    The prior's own nonlinearity is left to the mirror curve.
+    """
+    with torch.no_grad():
+        dw = w_full - w
+        db = dw @ basis.T
+        eta = w @ basis.T
+        loss0 = problem.family.loss(x, eta)
+        change = problem.family.loss(x, eta + db) - loss0
+        curvature = 0.5 * (db * problem.family.curvature_apply(r, db)).sum(-1)
+        model = (grad_loss * dw).sum(-1) + curvature
+        noise = FLAT_ULPS * torch.finfo(w.dtype).eps * loss0.abs().clamp_min(1.0)
+        strays = ~((change - model).abs() <= curvature + noise)  # overflow (inf, nan) strays
+        mu = torch.where(strays & ~taken, (10 * mu).clamp_min(1e-3), mu / 10)
+        return torch.where(mu < 1e-6, 0.0, mu)
+
+
 def newton(problem, x, basis, lam, p, w0, tol, max_iter):
     prior = problem.prior
     n = x.shape[0]
     w = w0
     iterations = torch.zeros(n, dtype=torch.int64, device=x.device)
     stuck = torch.zeros(n, dtype=torch.bool, device=x.device)
+    damps = not problem.family.shared_gram  # a gaussian loss is its quadratic model
+    mu = torch.zeros(n, dtype=x.dtype, device=x.device)
     grad_loss, r = problem.loss_gradient(x, basis, w)
     residual = problem.residual(x, basis, lam, p, w, grad_loss)
 
@@ -195,7 +229,9 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
         g = grad_loss[idx] + lam * prior.grad(wa, p)
 
         far, far_step = _far(problem, basis, lam, p, wa, ra, grad_loss[idx])
-        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fixed=far, direct=True)
+        mu_a = mu[idx]
+        step, ok = hessian_solve(problem, basis, lam, p, wa, ra, -g, fixed=far, direct=True,
+                                 damping=mu_a if bool((mu_a > 0).any()) else None)
         # Where H was singular or the step is no descent direction (round-off),
         # fall back to the scaled gradient, which always descends.
         fallback = ~ok | ~((g * step).sum(-1) < 0)
@@ -222,7 +258,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
                 gl_full, r_full = problem.loss_gradient(xa, basis, cand)
                 g_c = prior.optimality_gradient(cand, gl_full + lam * prior.grad(cand, p)).abs().amax(-1)
                 good = good | ((g_c <= 0.5 * g_norm) & flat(f, f0))
-                full_step = good
+                full_step, w_full = good, cand
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
             accepted = accepted | good
@@ -230,6 +266,9 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
                 break
             t = torch.where(accepted, t, t / 2)
 
+        if damps:
+            mu_a = _damping(problem, xa, basis, wa, w_full, grad_loss[idx], ra, mu_a, full_step)
+            mu = mu.index_copy(0, idx, mu_a)
         stuck = stuck.index_copy(0, idx, ~accepted)
         iterations = iterations.index_add(0, idx, torch.ones_like(idx))
         w = w.index_copy(0, idx, w_new)
