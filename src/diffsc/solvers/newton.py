@@ -182,28 +182,32 @@ def _lower_of_line(problem, x, basis, lam, p, w, tangent, t, cand, f, far=None):
     return torch.where(better[:, None], line, cand), torch.where(better, f_line, f)
 
 
-def _damping(problem, x, basis, w, w_full, grad_loss, r, mu, taken):
-    """Marquardt's damping ``mu`` after a step whose full length went from
-    ``w`` to ``w_full``: up tenfold where that step was not ``taken`` and the
-    loss's change along it strays from its quadratic model by more than the
-    model's curvature term, else down tenfold (0 below 1e-6).
+def _damping(problem, x, basis, w, w_newton, grad_loss, r, mu, taken):
+    """Marquardt's damping ``mu`` after a step whose Newton point (the
+    solve's whole step, on the straight line) was ``w_newton``: up tenfold
+    where the full step was not ``taken`` and the loss's change to
+    ``w_newton`` strays from its quadratic model by more than the model's
+    curvature term, else down tenfold (0 below 1e-6).
 
     Exponential losses (poisson, softmax, bernoulli) fit their quadratic
     model only within a few units of ``B w``: from codes far too large
     (λ = 1e-3, p = 10) the Newton step moved some of ``B w`` by 1e4, the
     line search cut every step to a hundredth, and codes crawled for
     hundreds of steps. Damping turns those steps toward the scaled gradient.
-    The prior's own nonlinearity is left to the mirror curve.
+    The loss is judged on the straight line, not on the mirror curve: the
+    prior's own nonlinearity is the curve's to handle (judged on the curve,
+    weak signed-KL priors were damped for it, and took 16% more steps).
     """
     with torch.no_grad():
-        dw = w_full - w
+        dw = w_newton - w
         db = dw @ basis.T
         eta = w @ basis.T
         loss0 = problem.family.loss(x, eta)
         change = problem.family.loss(x, eta + db) - loss0
         curvature = 0.5 * (db * problem.family.curvature_apply(r, db)).sum(-1)
-        model = (grad_loss * dw).sum(-1) + curvature
-        noise = FLAT_ULPS * torch.finfo(w.dtype).eps * loss0.abs().clamp_min(1.0)
+        slope = (grad_loss * dw).sum(-1)
+        model = slope + curvature
+        noise = FLAT_ULPS * torch.finfo(w.dtype).eps * (loss0.abs().clamp_min(1.0) + slope.abs())
         strays = ~((change - model).abs() <= curvature + noise)  # overflow (inf, nan) strays
         mu = torch.where(strays & ~taken, (10 * mu).clamp_min(1e-3), mu / 10)
         return torch.where(mu < 1e-6, 0.0, mu)
@@ -258,7 +262,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
                 gl_full, r_full = problem.loss_gradient(xa, basis, cand)
                 g_c = prior.optimality_gradient(cand, gl_full + lam * prior.grad(cand, p)).abs().amax(-1)
                 good = good | ((g_c <= 0.5 * g_norm) & flat(f, f0))
-                full_step, w_full = good, cand
+                full_step = good
             good = good & ~accepted
             w_new = torch.where(good[:, None], cand, w_new)
             accepted = accepted | good
@@ -267,7 +271,7 @@ def newton(problem, x, basis, lam, p, w0, tol, max_iter):
             t = torch.where(accepted, t, t / 2)
 
         if damps:
-            mu_a = _damping(problem, xa, basis, wa, w_full, grad_loss[idx], ra, mu_a, full_step)
+            mu_a = _damping(problem, xa, basis, wa, wa + step, grad_loss[idx], ra, mu_a, full_step)
             mu = mu.index_copy(0, idx, mu_a)
         stuck = stuck.index_copy(0, idx, ~accepted)
         iterations = iterations.index_add(0, idx, torch.ones_like(idx))
