@@ -11,8 +11,8 @@ the separable part of the objective. ``t`` is backtracked per example from 1
 until Armijo's condition holds, tested on ``F``'s change
 (``f - f0 <= 1e-4 t slope``): ``f <= f0 + 1e-4 t slope`` rounds to
 ``f <= f0`` for small ``t``, and float32 codes of weak priors took points
-whose ``F`` had not moved for hundreds of steps. The full step is also taken when it halves
-the gradient's norm and leaves ``F`` unchanged to rounding: near the optimum
+whose ``F`` had not moved for hundreds of steps. The full step is also
+taken when it halves the gradient's norm and leaves ``F`` unchanged to rounding: near the optimum
 the decrease of ``F`` drops below its rounding error while the gradient still
 measures progress exactly. That norm is optimality's
 (:meth:`~diffsc.priors.SmoothPrior.optimality_gradient`): a KL code held at
@@ -21,9 +21,10 @@ a poisson code) hid the halving of the rest, and such codes stalled within
 a few times ``tol`` for hundreds of steps.
 
 The exponential families' losses (poisson, softmax, bernoulli) are quadratic
-only near a point: their steps are damped where the loss strayed from its
-quadratic model over the last full step (Marquardt's ``H + mu diag(H)``,
-:func:`_damping`), and undamped again as the steps fit.
+only near a point: a row's steps are damped while its full step is refused
+and the loss strays from its quadratic model at the Newton point
+(Marquardt's ``H + mu diag(H)``, :func:`_damping`), and undamped again as
+the steps fit.
 
 Signed-KL steps whose curve fails at ``t = 1`` and ``1/2`` also try the
 straight line ``w + t w'(0)`` (same tangent, same slope) from ``t = 1/4``
