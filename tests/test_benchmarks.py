@@ -39,6 +39,13 @@ def test_robustness_smoke(capsys):
     assert "fully converged" in capsys.readouterr().out
 
 
+def test_weak_kl_smoke(capsys):
+    results = _load("weak_kl").main(["--smoke"])
+    assert sorted(results) == ["float32", "float64"]
+    assert all(batches == 20 and 0 <= done <= batches and steps > 0 for done, _, batches, steps in results.values())
+    assert "batches converged" in capsys.readouterr().out
+
+
 def test_robustness_l1_smoke(capsys):
     done, total = _load("robustness").main(["--smoke", "--priors", "l1"])
     assert sum(total.values()) == 2 * 3 * 2 * 4  # dtypes x families x priors x strengths
