@@ -327,7 +327,13 @@ def test_rows_stall_when_their_residual_stops_halving():
 
     stall = Stall(torch.tensor([1.0, 1.0]), steps=3)
     idx = torch.tensor([0, 1])
-    for residual in ([0.4, 0.9], [0.3, 0.2], [0.25, 0.15], [0.21, 0.09]):
-        stall.update(idx, torch.tensor(residual))
+    missed = []
+    for residual, whole in zip(([0.4, 0.9], [0.3, 0.2], [0.25, 0.15], [0.21, 0.09]),
+                               ([True, True], [True, True], [True, True], [True, False])):
+        stall.update(idx, torch.tensor(residual), torch.tensor(whole))
+        missed.append(stall.missed.tolist())
     # row 0 halved once (0.4) then not for 3 steps; row 1 last halved at 0.09
     assert stall.stalled.tolist() == [True, False]
+    # whole steps in a row that did not halve the previous step's residual;
+    # a step the line search cut (row 1's last) starts the count again
+    assert missed == [[0, 1], [1, 0], [2, 1], [3, 0]]

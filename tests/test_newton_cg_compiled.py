@@ -105,8 +105,8 @@ def test_a_gradient_that_is_not_finite_is_not_converged():
     problem = Problem.of("gaussian", "signed_kl")
     lam, p = torch.tensor(0.05), torch.tensor(0.01)
     model = newton_cg_module._Model(problem, basis, lam, p, torch.float32).of(x)
-    w, iterations, residual, _ = compiled.compiled_chunk(model, torch.full((8, 40), 1e38), 1e-4, 0, 0.1, 50, 0.25,
-                                                         1e-37, 5)
+    w, iterations, residual, _ = compiled.compiled_chunk(model, torch.full((8, 40), 1e38), 1e-4, 0, 0.1, 0.1, 50,
+                                                         0.25, 1e-37, 5)
     assert bool(residual.isnan().all()) and not bool((residual <= 1e-4).any())
 
 

@@ -12,7 +12,15 @@ preconditioner ``diag(H)`` makes the system well conditioned: in the prior's
 scaling ``H`` is ``lam I`` plus a term of rank ``<= D`` (SPEC §2). The step is
 solved only as accurately as the code's residual asks (inexact Newton: its
 relative accuracy ``min(0.1, sqrt(residual))``, enough for quadratic
-convergence, and not beyond what ``tol`` needs).
+convergence, and not beyond what ``tol`` needs). A row whose whole step
+(``t = 1``, the model trusted) did not halve its residual asks 10x more of
+its next direction, and again for each such step in a row
+(:attr:`.result.Stall.missed`): under a weak prior ``H`` is ``lam I`` on
+``B``'s null space, where an inexact direction can miss the step's part,
+and such rows crawled (a gaussian 8x12 KL code at ``lam = p = 1e-4``,
+float32: 484 steps, now 21; ``benchmarks/weak_kl.py``: float32 batches
+short 15 -> 5 of 400). The benchmarks' codes take the same steps or fewer
+(64x256 signed KL: 5.33 -> 5.04 a code) in the same time.
 
 float64 codes are solved in two phases. The first steps run entirely in
 float32 (half the memory traffic and matmul time): to ``tol`` itself where
@@ -82,7 +90,8 @@ from .result import SolveResult, Stall, flat
 #: Rows solved together on the CPU: their (rows, K) vectors stay in cache
 #: between products. On a GPU, as many as its memory holds (:func:`rows_at_once`).
 CHUNK = 512
-_FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))
+_FORCING = 0.1  # the step's relative accuracy is min(_FORCING, sqrt(residual))...
+_TIGHTEN = 0.1  # ...times this for each whole step in a row that did not halve it (result.Stall.missed)
 PHASE_TOL = 1e-4  # float64 codes: float32 steps down to this residual first...
 FLOAT32_REACH = 1e-6  # ...or to tol itself, if tol is at least this
 # CG iterations a step may take before its rows are factored instead: the
@@ -167,14 +176,16 @@ class _Model:
                                      grad_prior=self.prior_grad(w, s))
 
 
-def _direction(model, w, g, r, far, residual, tol):
-    """The inexact Newton direction: float32 CG, factored where that falls short."""
+def _direction(model, w, g, r, far, residual, tol, missed):
+    """The inexact Newton direction: float32 CG, factored where that falls short.
+    ``missed``: each row's whole steps in a row that did not halve its residual
+    (:attr:`.result.Stall.missed`)."""
     problem, basis, lam, p = model.problem, model.basis, model.lam, model.p
     scale, shift, diag = scaled_system(problem, basis, lam, p, w, r)
     free = torch.ones_like(w, dtype=torch.bool) if far is None else ~far
     # Relative accuracy: min(0.1, sqrt(res)) gives quadratic convergence; a
     # step need not be more accurate than reaching tol asks (with margin).
-    rel = torch.minimum(torch.full_like(residual, _FORCING), residual.sqrt())
+    rel = torch.minimum(torch.full_like(residual, _FORCING), residual.sqrt()) * _TIGHTEN ** missed.to(residual.dtype)
     rel = torch.maximum(rel, 0.1 * tol / residual.clamp_min(tol))
     products = model.products
     z, ok = cg(products, g, scale, shift, diag, r, free, rel, model.low, max_iter=_CG_STEP_MAX)
@@ -242,7 +253,7 @@ def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
         g = gla + lam * sub.prior_grad(wa, sa)
 
         far, far_step = _far(problem, model.basis, lam, p, wa, ra if ra is not None else wa, gla)
-        step = _direction(sub, wa, g, ra, far, residual[idx], tol)
+        step = _direction(sub, wa, g, ra, far, residual[idx], tol, stall.missed[idx])
         descends = (g * step).sum(-1) < 0
         if not bool(descends.all()):  # rounding: fall back to the scaled gradient
             descent = -prior.metric_scale(wa, p).square() * g
@@ -293,7 +304,7 @@ def _chunk(model, w, tol, max_iter, stall_steps, fallback=None):
         if r is not None:
             r[idx] = r_new
         residual[idx] = sub.residual(w_new, s_new, gl_new)
-        stall.update(idx, residual[idx])
+        stall.update(idx, residual[idx], accepted & (t == 1))
     return w, iterations, residual, stall.stalled & (residual > tol)
 
 
@@ -379,8 +390,8 @@ def _solve_chunk(model, w, tol, max_iter, fallback=None):
     """``(w, iterations, residual, stalled)`` of a chunk, by the compiled loop or the torch loop."""
     stall_steps = _STALL_STEPS if model.problem.prior.name in HANDED_OVER else max_iter + 1  # (result.Stall)
     if COMPILED and handles(model.problem, w):
-        return compiled_chunk(model, w, tol, max_iter, _FORCING, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE, stall_steps,
-                              fallback)
+        return compiled_chunk(model, w, tol, max_iter, _FORCING, _TIGHTEN, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE,
+                              stall_steps, fallback)
     return _chunk(model, w, tol, max_iter, stall_steps, fallback)
 
 

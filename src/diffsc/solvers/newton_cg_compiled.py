@@ -100,15 +100,16 @@ def _log_step(w, p, lam, grad_loss, curvature, tiny):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, tol, forcing, tiny,
+def _prepare(prior, w, s, grad_loss, lam, p, gii, residual, missed, tol, forcing, tighten, tiny,
              g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res):
     """The gradient, the far KL jumps (:func:`.newton._far`), and the scaled
     system ``(S G S + lam I) z = -S g`` (its right-hand side ``res``) with
     its Jacobi preconditioner (:func:`diffsc.hessian_cg.scaled_system`)."""
     k = w.shape[1]
     for i in numba.prange(w.shape[0]):
-        # inexact Newton: relative accuracy min(0.1, sqrt(res)), not finer than tol asks
-        rl = max(min(forcing, math.sqrt(residual[i])), 0.1 * tol / max(residual[i], tol))
+        # inexact Newton: relative accuracy min(0.1, sqrt(res)), 10x finer for each
+        # whole step in a row that did not halve res (Stall.missed), not finer than tol asks
+        rl = max(min(forcing, math.sqrt(residual[i])) * tighten ** missed[i], 0.1 * tol / max(residual[i], tol))
         rel[i] = rl
         maybe = 0
         for j in range(k):
@@ -443,7 +444,8 @@ class _Chunk:
         return (diff @ self.basis).numpy(), (0.5 * diff.square().sum(-1)).numpy()
 
 
-def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale, stall_steps, fallback=None):
+def compiled_chunk(model, w, tol, max_iter, forcing, tighten, cg_max, enough, tiny_scale, stall_steps,
+                   fallback=None):
     """:func:`.newton_cg._chunk` for gaussian codes on the CPU: ``(w, iterations,
     residual, stalled)``."""
     use_torch_threads()
@@ -463,7 +465,7 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
     iterations = np.zeros(m, np.int64)
     stuck = np.zeros(m, np.bool_)
     stall = Stall(torch.from_numpy(residual), stall_steps)  # rows that stop halving it leave
-    stalled = stall.stalled.numpy()  # (shares the tensor's memory)
+    stalled, missed = stall.stalled.numpy(), stall.missed.numpy()  # (share the tensors' memory)
     for _ in range(max_iter):
         idx = np.flatnonzero((residual > tol) & ~stuck & ~stalled)
         if idx.size == 0:
@@ -471,13 +473,14 @@ def compiled_chunk(model, w, tol, max_iter, forcing, cg_max, enough, tiny_scale,
         whole = idx.size == m
         take = (lambda v: v) if whole else (lambda v: v[idx])  # noqa: E731
         rows = [take(v) for v in (w, s, f, grad_loss, residual)]
-        accepted = _newton_step(ch, idx, whole, *rows, tol, forcing, cg_max, enough, tiny_scale)
+        accepted, whole_step = _newton_step(ch, idx, whole, *rows, take(missed), tol, forcing, tighten, cg_max,
+                                            enough, tiny_scale)
         if not whole:
             for full, part in zip((w, s, f, grad_loss, residual), rows):
                 full[idx] = part
         stuck[idx] = ~accepted
         iterations[idx] += 1
-        stall.update(torch.from_numpy(idx), torch.from_numpy(residual[idx]))
+        stall.update(torch.from_numpy(idx), torch.from_numpy(residual[idx]), torch.from_numpy(whole_step))
     return (torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual),
             torch.from_numpy(stalled & (residual > tol)))
 
@@ -493,8 +496,10 @@ def _first_evaluation(ch, rows, start, s_start, x, w, s, f, grad_loss, residual)
             w, s, f, grad_loss, residual)
 
 
-def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_max, enough, tiny_scale):
-    """One Newton step for the active rows, in place; returns which were accepted."""
+def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, missed, tol, forcing, tighten, cg_max, enough,
+                 tiny_scale):
+    """One Newton step for the active rows, in place; returns which were
+    accepted, and which of them took the whole step."""
     n, k = w.shape
     dtype = w.dtype
     low = np.dtype(np.float32) if ch.low == torch.float32 else dtype  # CG's dtype
@@ -505,7 +510,7 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
     far, far_rows = np.empty((n, k), np.bool_), np.empty(n, np.bool_)
     rel = np.empty(n, dtype)
     scale_low, inv_diag, res = (np.empty((n, k), low) for _ in range(3))
-    _prepare(ch.prior, w, s, grad_loss, ch.lam, ch.p, ch.gii, residual, tol, forcing, ch.tiny,
+    _prepare(ch.prior, w, s, grad_loss, ch.lam, ch.p, ch.gii, residual, missed, tol, forcing, tighten, ch.tiny,
              g, scale, far, far_step, far_rows, rel, scale_low, inv_diag, res)
     sol, done = compiled_cg(lambda v: ch.product(v, high=False), ch.lam_low, res, scale_low, inv_diag, rel, cg_max)
 
@@ -549,7 +554,7 @@ def _newton_step(ch, idx, whole, w, s, f, grad_loss, residual, tol, forcing, cg_
         rows = np.flatnonzero(~accepted)
         if rows.size == 0:
             break
-    return accepted
+    return accepted, accepted & (t == 1)
 
 
 def _factored(ch, w, g, far, step, redo):

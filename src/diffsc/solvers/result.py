@@ -80,10 +80,18 @@ class Stall:
         self.mark = residual.clone()
         self.since = torch.zeros_like(residual, dtype=torch.int64)
         self.stalled = torch.zeros_like(residual, dtype=torch.bool)
+        self.last = residual.clone()
+        #: Whole steps in a row (``t = 1``) that did not halve the residual:
+        #: the line search trusted the model, so the shortfall is the
+        #: direction's, and Newton-CG asks more of the next one's CG.
+        self.missed = torch.zeros_like(residual, dtype=torch.int64)
 
-    def update(self, idx, residual):
-        """The rows ``idx`` took a step to ``residual``."""
+    def update(self, idx, residual, whole):
+        """The rows ``idx`` took a step to ``residual``; ``whole``: which took the whole step."""
         halved = residual <= 0.5 * self.mark[idx]
         self.mark[idx] = torch.where(halved, residual, self.mark[idx])
         self.since[idx] = torch.where(halved, 0, self.since[idx] + 1)
         self.stalled[idx] = self.since[idx] >= self.steps
+        missed = whole & ~(residual <= 0.5 * self.last[idx])
+        self.missed[idx] = torch.where(missed, self.missed[idx] + 1, 0)
+        self.last[idx] = residual
