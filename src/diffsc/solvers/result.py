@@ -73,6 +73,10 @@ class Stall:
     ``newton_cg._STALL_STEPS``; else more than ``max_iter``): stalled KL rows, at
     their floor or jumping, fared worse with the factored steps
     (``newton_cg.HANDED_OVER``).
+
+    It also counts, per row, the whole steps in a row that did not halve the
+    residual (:attr:`missed`), after each of which Newton-CG asks 10x more of
+    its next direction: the milder remedy for the same near-null-space misses.
     """
 
     def __init__(self, residual, steps):
