@@ -268,6 +268,20 @@ def test_warm_starts_far_from_the_codes(prior, dtype, solver, monkeypatch):
     assert int(again.iterations.max()) == 0
 
 
+def test_a_float64_kl_warm_start_below_float32s_range_is_kept(loop):
+    # Weak KL priors leave codes of e^-700 (float64's floor). float64 codes
+    # take their first steps in float32, where those rounded to 0: F was NaN,
+    # so the whole warm start was judged worse than none and thrown away, and
+    # this code took 106 steps again from its own optimum.
+    x, basis = problem_data("gaussian", n=100, d=30, k=60, seed=1)
+    kw = dict(prior="kl", strength=1e-6, prior_mean=0.01, tol=1e-10, max_iter=1000)
+    optimum, info = _codes(x[22:23], basis, "newton_cg", **kw)
+    assert bool(info.converged.all()) and float(optimum.min()) < 1e-38
+    w, again = _codes(x[22:23], basis, "newton_cg", init=optimum, **kw)
+    assert bool(again.converged.all()) and int(again.iterations.max()) <= 2, int(again.iterations.max())
+    torch.testing.assert_close(w, optimum, rtol=1e-6, atol=1e-10)
+
+
 @pytest.mark.parametrize("solver", ["newton_cg", "newton_cg_torch_loop", "newton"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_kl_codes_rising_far_past_their_jumps(solver, dtype, monkeypatch):

@@ -433,7 +433,9 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
         start_w = w[rows].clone() if warm or ridge is None else ridge.codes(fine).to(w.dtype)
         first = torch.zeros_like(iterations[rows])
         if rough is not None:
-            given = start_w.to(low)
+            # (KL codes below float32's range would round to 0, whose F is NaN:
+            # the fallback then threw the whole warm start away)
+            given = problem.prior.project(start_w.to(low))
             # (rows that stall in float32 go on in float64)
             rough_w, first, _, _ = _solve_chunk(rough.cast(fine), given.clone() if warm else given, rough_tol,
                                                 min(max_iter, 30), fallback)
