@@ -8,6 +8,7 @@ import torch
 
 import diffsc
 from diffsc.solvers import default_solver
+from diffsc.solvers.active_set import active_set
 from helpers import L1_PRIORS, problem_data, random_basis
 
 
@@ -64,6 +65,36 @@ def test_float32_reaches_its_default_tolerance():
     lam, one = torch.tensor(0.2, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
     gap = problem.objective(x, basis, lam, one, codes.double()).sum() / problem.objective(x, basis, lam, one, exact).sum() - 1
     assert 0 <= float(gap) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("prior", L1_PRIORS)
+@pytest.mark.parametrize("shape", [(30, 60), (20, 100), (8, 12)])
+def test_weak_priors_whose_supports_hold_d_atoms(prior, shape, dtype, monkeypatch):
+    # At lam = 1e-3 |B^T x| the codes of an overcomplete basis use D atoms,
+    # and every violator's atom lies in their span: the loop could not add
+    # it and handed the code to the torch active set (before the pivot: all
+    # 100 codes at 30 x 60, of which 19 converged in float32 within 2,000
+    # iterations, 9 s; now the loop itself finishes nearly all).
+    gram_module = sys.modules["diffsc.solvers.gram"]
+    handed = []
+    monkeypatch.setattr(gram_module, "active_set", lambda *a: handed.append(a[1].shape[0]) or active_set(*a))
+    d, k = shape
+    x, basis = problem_data("gaussian", n=100, d=d, k=k, seed=3, dtype=dtype)
+    lam = 1e-3 * float((x @ basis).abs().max())
+    codes, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam)
+    assert info.solver == "gram" and info.all_converged, int((~info.converged).sum())
+    assert sum(handed) <= 2, handed
+    assert float((codes != 0).sum(1).double().mean()) > 0.7 * d  # the regime meant: supports of about D
+    # the residual the solver reports is the codes' own, as float64 finds it
+    # (float32: to its rounding of G and B^T x)
+    found = _residual(prior, x.double(), basis.double(), lam, codes.double())
+    torch.testing.assert_close(info.residual.double(), found, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-13)
+    if dtype == torch.float64:  # the lasso's optimum, as the torch active set finds it
+        exact = diffsc.sparse_code(x, basis, prior=prior, strength=lam, tol=1e-12, solver="active_set")
+        problem = diffsc.Problem.of("gaussian", prior)
+        args = (x, basis, torch.tensor(lam, dtype=dtype), torch.tensor(1.0, dtype=dtype))
+        assert float((problem.objective(*args, codes) / problem.objective(*args, exact) - 1).max()) < 1e-12
 
 
 @pytest.mark.parametrize("prior", L1_PRIORS)

@@ -19,11 +19,16 @@ time, examples spread over the CPU threads:
   ``G_SS``'s Cholesky factor grows by one row (``O(|S|^2)``) and the
   gradient is updated by the atoms that moved (``O(K |S|)``).
 
+* where every violator's atom lies in the span of the support's (weak
+  priors on an overcomplete basis, whose codes use ``D`` atoms; or twin
+  atoms), the worst violator takes the place of a support atom instead,
+  along the direction that keeps ``B w`` (:func:`_pivot`).
+
 The work per code is about ``K |S|^2`` instead of a pass over ``D`` per
 iteration, and nothing is spent on examples that are already done, which is
 what batched tensor code cannot avoid. Codes that the compiled loop cannot
-finish (a singular support, e.g. more than ``D`` atoms, or the iteration cap)
-are handed to the torch active-set solver, warm-started where it stopped.
+finish (a sign lost to rounding, a pivot that finds no atom to leave) are
+handed to the torch active-set solver, warm-started where it stopped.
 """
 
 from __future__ import annotations
@@ -178,11 +183,13 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
             return it, res  # n_cand == 0: optimal to rounding, yet res > tol
         # The worst violator enters, and others nearly as bad with it (fewer,
         # larger steps), each with the sign that lowers F.
-        added = 0
+        added, j_worst = 0, -1
         for pick in range(2):
             for a in range(n_cand):
                 j = cand[a]
                 first = violation[a] == worst
+                if first:
+                    j_worst = j
                 if added < _MAX_ENTER and s < k and (first if pick == 0 else (violation[a] >= _ENTER_SHARE * worst and not first)):
                     if extend(gram, chol, support, s, j, tmp, eps):
                         support[s] = j
@@ -190,10 +197,65 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                         s += 1
                         added += 1
         if added == 0:
-            # A singular support (more atoms than D, twin atoms): left to the
-            # general solver.
-            return it, res
+            # The violators' atoms lie in the span of the support's (D atoms
+            # already, or twins): the worst takes a support atom's place.
+            if it >= max_iter or not _pivot(gram, chol, support, signs, s, j_worst, g, w, lam, target, z, tmp, eps):
+                return it, res  # left to the general solver
+            it += 1
         resolve = True
+
+
+@numba.njit(cache=True, fastmath=True)
+def _pivot(gram, chol, support, signs, s, j, g, w, lam, rhs, u, y, eps):
+    """Atom ``j``, in the span of the support's (``b_j = B_S u``), enters as
+    one of them leaves, as in the simplex method; False if none can.
+
+    Along ``w_S - a sigma u``, ``w_j = a sigma`` (``sigma = -sign(g_j)``) the fit
+    ``B w`` stays, and the L1 term falls at the rate ``lam_j - sigma sum_S
+    lam s u`` (``lam_j - |g_j|`` at the sign-fixed optimum, < 0 for a
+    violator) until a support coefficient reaches 0 and leaves. Without it,
+    supports of D atoms (weak priors on overcomplete bases) could not change,
+    and their codes went to the torch solver: in float32, 13 of 100 converged
+    there within 2,000 iterations (gaussian 30 x 60, lam = 1e-3 |B^T x|).
+    """
+    sigma = -np.sign(g[j])
+    for a in range(s):
+        rhs[a] = gram[support[a], j]
+    chol_solve(chol, s, rhs, u, y)
+    rate = lam[j]
+    for a in range(s):
+        rate -= sigma * lam[support[a]] * signs[a] * u[a]
+    if not rate < 0.0:
+        return False
+    step, leave = np.inf, -1
+    for a in range(s):
+        towards_zero = sigma * u[a]  # w_a falls by step * this
+        wa = w[support[a]]
+        if wa * towards_zero > 0.0 and wa / towards_zero < step:
+            step, leave = wa / towards_zero, a
+    if leave < 0:
+        return False
+    # The new support's factor: the leaving atom's row out, j's in (else back).
+    out, out_sign = support[leave], signs[leave]
+    remove_row(chol, s, leave)
+    for a in range(leave, s - 1):
+        support[a], signs[a] = support[a + 1], signs[a + 1]
+        rhs[a], u[a] = rhs[a + 1], u[a + 1]
+    if not extend(gram, chol, support, s - 1, j, y, eps):
+        extend(gram, chol, support, s - 1, out, y, eps)
+        support[s - 1], signs[s - 1] = out, out_sign
+        return False
+    for a in range(s - 1):
+        rhs[a] = -step * sigma * u[a]
+        w[support[a]] += rhs[a]
+    support[s - 1], signs[s - 1], rhs[s - 1] = j, sigma, step * sigma
+    _move_gradient(gram, support, s, rhs, g)  # (B w itself moved by rounding only)
+    g_out = -w[out]
+    w[out] = 0.0
+    w[j] = step * sigma
+    for m in range(g.shape[0]):
+        g[m] += g_out * gram[out, m]
+    return True
 
 
 @numba.njit(cache=True, fastmath=True)
