@@ -54,6 +54,13 @@ def test_robustness_l1_smoke(capsys):
     assert "solved in" in capsys.readouterr().out
 
 
+def test_robustness_gaussian_l1_smoke(capsys):
+    done, total = _load("robustness").main(["--smoke", "--priors", "gaussian_l1"])
+    assert sum(total.values()) == 2 * 1 * 2 * 4  # dtypes x families x priors x strengths
+    assert done == total  # the compiled Gram solver, its pivots included
+    assert "solved in" in capsys.readouterr().out
+
+
 def test_profile_smooth_smoke():
     out = _load("profile_smooth").main(["--size", "64x256", "--prior", "kl", "--n", "300"])
     assert out["seconds"] > 0 and 0 < out["mm_share"] < 1
