@@ -207,6 +207,24 @@ def test_float32_codes_that_stop_short_are_finished_in_float64(solver):
     assert bool(((f32 - f64) / f64 <= 1e-5).all())
 
 
+@pytest.mark.parametrize("family", ["gaussian", "bernoulli"])
+def test_float32_active_set_codes_that_stop_halving_their_residual_are_finished_in_float64(family):
+    # At lam = 1e-3 |B^T x| the supports of this overcomplete basis reach D
+    # atoms: the float32 active set, its steps ridged, then crept (residual
+    # 1.2e-3 to 1.0e-3 from iteration 100 to 1,000) and 85 of 100 codes
+    # stopped at max_iter short of tol, too late to be finished in float64
+    # (bernoulli: 7). Rows whose residual has not halved in max(50, 2 min(D, K))
+    # iterations stop.
+    x, basis = problem_data(family, n=100, d=30, k=60, seed=1, dtype=torch.float32)
+    lam = 1e-3 * float((x @ basis).abs().max())
+    kw = dict(family=family, prior="l1", strength=lam, solver="active_set")
+    w, info = diffsc.sparse_code_with_info(x, basis, **kw)
+    assert bool(info.converged.all()), int((~info.converged).sum())
+    assert int(info.iterations.max()) < 1000
+    problem = Problem.of(family, "l1")
+    torch.testing.assert_close(info.residual, problem.residual(x, basis, torch.tensor(lam), torch.tensor(1.0), w))
+
+
 def test_weak_signed_kl_codes_from_the_ridge_start_take_the_straight_line():
     # From the ridge codes (newton_cg's start) under lam = 1e-6, Newton's
     # steps lie along B's near-null space; the mirror curve, exponential in

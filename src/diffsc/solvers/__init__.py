@@ -97,7 +97,8 @@ def solve(problem, x, basis, lam, p, *, solver=None, tol=None, max_iter=None, in
 
 def _finished_in_float64(problem, x, basis, lam, p, result, function, max_iter):
     """float32 codes the solver left short of ``tol`` before ``max_iter``
-    (it stopped: no step it could take lowered ``F``) are finished in
+    (it stopped: no step it could take lowered ``F``, or the active set's
+    residual stopped falling) are finished in
     float64 from where they stopped, within the iterations left, and kept
     where their float32 residual then meets ``tol``.
 
