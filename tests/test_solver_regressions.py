@@ -225,6 +225,24 @@ def test_float32_active_set_codes_that_stop_halving_their_residual_are_finished_
     torch.testing.assert_close(info.residual, problem.residual(x, basis, torch.tensor(lam), torch.tensor(1.0), w))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fista_hands_the_codes_it_cannot_finish_to_the_active_set(dtype):
+    # Supports of about D atoms (lam = 1e-4 |B^T x|, 30 x 60): FISTA's rate
+    # there is slow. Before the hand-over a float64 code stopped short of tol
+    # after 20,000 iterations, and float32 codes took up to 750.
+    x, basis = problem_data("gaussian", n=40, d=30, k=60, seed=2, dtype=dtype)
+    lam = 1e-4 * float((x @ basis).abs().max())
+    w, info = diffsc.sparse_code_with_info(x, basis, prior="l1", strength=lam, solver="fista")
+    assert info.solver == "fista" and bool(info.converged.all()), int((~info.converged).sum())
+    assert int(info.iterations.max()) < 600
+    problem = Problem.of("gaussian", "l1")
+    args = (x, basis, torch.tensor(lam, dtype=dtype), torch.tensor(1.0, dtype=dtype))
+    torch.testing.assert_close(info.residual, problem.residual(*args, w))  # the codes' own, in their dtype
+    if dtype == torch.float64:
+        exact = diffsc.sparse_code(x, basis, prior="l1", strength=lam, tol=1e-12)
+        assert float((problem.objective(*args, w) / problem.objective(*args, exact) - 1).max()) < 1e-9
+
+
 def test_weak_signed_kl_codes_from_the_ridge_start_take_the_straight_line():
     # From the ridge codes (newton_cg's start) under lam = 1e-6, Newton's
     # steps lie along B's near-null space; the mirror curve, exponential in
