@@ -62,9 +62,9 @@ def main(argv=None):
     at = {"phase": None, "step": 0}
 
     def solve(original):
-        def chunk_solve(model, w, *args):
+        def chunk_solve(model, w, *args, **options):
             at["phase"], at["step"] = str(w.dtype).removeprefix("torch."), 0
-            return original(model, w, *args)
+            return original(model, w, *args, **options)
         return chunk_solve
 
     def rows_of(kind, original):

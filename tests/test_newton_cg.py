@@ -150,8 +150,8 @@ def spy_on_chunks(monkeypatch):
     """``(dtype, tol, most Newton steps)`` of each chunk solve from now on."""
     calls, chunk = [], newton_cg_module._solve_chunk
 
-    def spy(model, w, tol, max_iter, *rest):
-        out = chunk(model, w, tol, max_iter, *rest)
+    def spy(model, w, tol, max_iter, *rest, **options):
+        out = chunk(model, w, tol, max_iter, *rest, **options)
         calls.append((w.dtype, tol, int(out[1].max())))
         return out
 

@@ -63,7 +63,11 @@ on an H200, ``benchmarks/results/cuda``); rows that converge leave the
 chunk's work. Signed-KL rows whose residual stops halving (a weak
 prior's steps along ``B``'s near-null space, which inexact directions
 miss) leave it too, and finish with :mod:`.newton`'s factored steps
-(:class:`.result.Stall`). KL steps whose curve fails at ``t = 1`` and
+(:class:`.result.Stall`); float32 KL and L2 rows that have not halved their
+residual in 50 steps stop short, to be finished in float64
+(:func:`diffsc.solvers._finished_in_float64`: ``benchmarks/weak_kl.py``'s
+last two float32 batches short, where the line search took steps that
+float32's ``F`` no longer resolves). KL steps whose curve fails at ``t = 1`` and
 ``1/2`` also try :mod:`.newton`'s bent line, as its factored steps do.
 A point is judged by ``F``'s change from the row's point
 (:meth:`_Model.change`): on the Gram route formed without ``F``'s terms,
@@ -105,6 +109,8 @@ _CG_STEP_MAX = 50
 _TINY_SCALE = 1e-37  # about float32's smallest normal number
 _ENOUGH = 0.25  # share of the gradient a float32 step may leave, by its model
 _STALL_STEPS = 5  # steps a row may take without halving its residual (result.Stall)
+#: ... float32 KL and L2 codes, before they stop short to be finished in float64
+_WIDENED_STALL_STEPS = 50
 #: Priors whose stalled rows finish factored. Not KL's: on a gaussian 30 x 60
 #: problem (p = 0.01, max_iter 100) 58 of 100 codes converged at lam = 1e-6,
 #: 34 handed over (at 1e-4: 93 and 98; before the bent line, 77 and 49).
@@ -426,9 +432,16 @@ def _warm(prior, p, w0) -> bool:
     return not bool((w0 == prior.minimiser(p, w0)).all())
 
 
-def _solve_chunk(model, w, tol, max_iter, fallback=None):
-    """``(w, iterations, residual, stalled)`` of a chunk, by the compiled loop or the torch loop."""
-    stall_steps = _STALL_STEPS if model.problem.prior.name in HANDED_OVER else max_iter + 1  # (result.Stall)
+def _solve_chunk(model, w, tol, max_iter, fallback=None, widened=False):
+    """``(w, iterations, residual, stalled)`` of a chunk, by the compiled loop or the torch loop.
+
+    ``widened``: float32 codes whose stalled rows stop short, to be finished in
+    float64 (:func:`diffsc.solvers._finished_in_float64`)."""
+    stall_steps = max_iter + 1  # (result.Stall)
+    if model.problem.prior.name in HANDED_OVER:
+        stall_steps = _STALL_STEPS
+    elif widened:
+        stall_steps = _WIDENED_STALL_STEPS
     if COMPILED and handles(model.problem, w):
         return compiled_chunk(model, w, tol, max_iter, _FORCING, _TIGHTEN, _CG_STEP_MAX, _ENOUGH, _TINY_SCALE,
                               stall_steps, fallback)
@@ -485,8 +498,10 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
         left = max_iter - int(first.max())
         # (after a float32 phase the fallback was that phase's)
         w[rows], its, residual[rows], stalled = _solve_chunk(fine, start_w, tol, left,
-                                                             fallback if rough is None else None)
+                                                             fallback if rough is None else None,
+                                                             widened=x.dtype == torch.float32)
         iterations[rows] = first + its
-        _finish_stalled(problem, x, basis, lam, p, tol, max_iter, w, iterations, residual,
-                        start + stalled.nonzero().squeeze(1))
+        if problem.prior.name in HANDED_OVER:  # (the others' stalled rows are float32's, left short)
+            _finish_stalled(problem, x, basis, lam, p, tol, max_iter, w, iterations, residual,
+                            start + stalled.nonzero().squeeze(1))
     return SolveResult(w, iterations, residual, residual <= tol, "newton_cg", tol)
