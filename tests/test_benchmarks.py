@@ -43,7 +43,8 @@ def test_weak_kl_smoke(capsys):
     results = _load("weak_kl").main(["--smoke"])
     assert sorted(results) == ["float32", "float64"]
     assert all(batches == 20 and 0 <= done <= batches and steps > 0 for done, _, batches, steps in results.values())
-    assert "batches converged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "batches converged" in out and "lam 1e-6, 30x60, seed 1, float32" in out
 
 
 def test_robustness_l1_smoke(capsys):
