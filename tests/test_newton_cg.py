@@ -297,6 +297,18 @@ def test_weak_kl_codes_start_from_the_nonnegative_lasso(loop, monkeypatch):
     torch.testing.assert_close(w[big], exact[big], rtol=1e-4, atol=0)
 
 
+def test_the_lasso_start_off_the_cpu_takes_fista(monkeypatch):
+    # On a GPU the lasso start's codes come from FISTA (the gram solver is
+    # the CPU's); run here by handing FISTA the gram solver's place.
+    solvers = []
+    fista = newton_cg_module.fista
+    monkeypatch.setattr(newton_cg_module, "gram_active_set", lambda *a: solvers.append("fista") or fista(*a))
+    monkeypatch.setattr(newton_cg_module, "COMPILED", False)  # CUDA's torch loop
+    x, basis = problem_data("gaussian", n=100, d=30, k=60, seed=1)
+    w, info = _codes(x, basis, "newton_cg", prior="kl", strength=1e-6, prior_mean=0.01)
+    assert solvers and bool(info.converged.all()) and float(info.iterations.float().mean()) < 40
+
+
 def test_weak_float32_kl_codes_start_from_the_nonnegative_lasso(monkeypatch):
     # float32 (tol 1e-4) over four problems: 387 of 400 codes converged from
     # the ridge codes within 100 steps, in 40 steps a code on average
