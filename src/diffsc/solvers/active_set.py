@@ -29,7 +29,7 @@ stuck near 1e-3: a float32 row whose residual has not halved in
 (:func:`diffsc.solvers._finished_in_float64`). On ``robustness.py``'s
 problems (``--priors l1`` and ``gaussian_l1``, 25 seeds) that took the
 float32 batches it left short from 23 and 53 to none, in two thirds and
-half the time.
+under half the time.
 """
 
 from __future__ import annotations

@@ -51,9 +51,10 @@ settings.
 Gaussian KL, signed-KL and L2 codes that would start at the prior's
 minimiser start from the ridge codes instead (:class:`_RidgeStart`, one
 product), KL codes of weak priors from the nonnegative lasso's
-(:meth:`_RidgeStart._lasso`: ``benchmarks/weak_kl.py``'s steps 5.3x fewer in
-float32, 2.6x in float64). A warm start is kept, but for its rows whose objective exceeds the
-minimiser's: they start where they would without one (:class:`_Fallback`).
+(:meth:`_RidgeStart._lasso`: ``benchmarks/weak_kl.py``'s steps 5.4x fewer in
+float32, 2.6x in float64). A warm start is kept, but for its rows whose
+objective exceeds the minimiser's: they start where they would without one
+(:class:`_Fallback`).
 Each step then follows the prior's mirror curve with the backtracking of
 :mod:`.newton` (same ``_far`` jumps, same limits), and the batch is processed
 in chunks of rows, on the CPU 512 rows that stay in cache, on a GPU as many
@@ -67,8 +68,8 @@ miss) leave it too, and finish with :mod:`.newton`'s factored steps
 residual in 50 steps stop short, to be finished in float64
 (:func:`diffsc.solvers._finished_in_float64`: ``benchmarks/weak_kl.py``'s
 last two float32 batches short, where the line search took steps that
-float32's ``F`` no longer resolves). KL steps whose curve fails at ``t = 1`` and
-``1/2`` also try :mod:`.newton`'s bent line, as its factored steps do.
+float32's ``F`` no longer resolves). KL steps whose curve fails at ``t = 1``
+and ``1/2`` also try :mod:`.newton`'s bent line, as its factored steps do.
 A point is judged by ``F``'s change from the row's point
 (:meth:`_Model.change`): on the Gram route formed without ``F``'s terms,
 which cancel to rounding noise near a fit, and nowhere is a point whose
@@ -89,10 +90,10 @@ import torch
 from ..hessian import hessian_solve
 from ..hessian_cg import Products, cg, decouple, gradient_change, rows_at_once, scaled_system
 from ..priors import SmoothPrior
-from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit, _line, _rise, newton
-from .newton_cg_compiled import compiled_chunk, handles
 from ..problem import Problem
 from .fista import fista
+from .newton import _ARMIJO, _MAX_BACKTRACK, _far, _limit, _line, _rise, newton
+from .newton_cg_compiled import compiled_chunk, handles
 from .gram import gram_active_set
 from .result import SolveResult, Stall, default_tol, flat
 
