@@ -19,7 +19,7 @@ from .gram import gram_active_set
 from .newton import newton
 from .newton_cg import newton_cg
 from .prox_newton import prox_newton
-from .result import SolveResult, default_tol
+from .result import SolveResult, default_tol, finish_in_float64
 
 #: name -> (function, which priors it handles, default max_iter)
 SOLVERS = {
@@ -111,17 +111,10 @@ def _finished_in_float64(problem, x, basis, lam, p, result, function, max_iter):
     if not bool(short.any()):
         return result
     idx = short.nonzero().squeeze(1)
-    wide = torch.float64
-    finish = function(problem, x[idx].to(wide), basis.to(wide), lam.to(wide), p.to(wide),
-                      result.codes[idx].to(wide), 1e-3 * result.tol, max_iter - int(result.iterations[idx].max()))
-    codes = problem.prior.project(finish.codes.to(x.dtype))
-    residual = problem.residual(x[idx], basis, lam, p, codes)
-    better = residual < result.residual[idx]
-    keep = idx[better]
-    result.codes[keep] = codes[better]
-    result.residual[keep] = residual[better]
-    result.iterations[keep] += finish.iterations.to(result.iterations)[better]
-    result.converged[keep] = residual[better] <= result.tol
+    result.codes, result.iterations, result.residual = finish_in_float64(
+        problem, x, basis, lam, p, result.codes, result.iterations, result.residual, idx, function,
+        1e-3 * result.tol, max_iter - int(result.iterations[idx].max()))
+    result.converged = result.residual <= result.tol
     return result
 
 

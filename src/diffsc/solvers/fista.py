@@ -22,7 +22,7 @@ import torch
 
 from ..hessian import hessian_solve
 from .active_set import active_set, ratio_test
-from .result import SolveResult
+from .result import SolveResult, finish_in_float64
 
 _CHECK_EVERY = 10
 _POLISH_STEPS = 3  # Newton steps per check; each may drop one coefficient per code
@@ -178,14 +178,5 @@ def _hand_over(problem, x, basis, lam, p, w, iterations, residual, tol, budget):
     left = (residual > tol).nonzero().squeeze(1)
     if not left.numel():
         return w, iterations, residual
-    wide = torch.float64
-    rest = active_set(problem, x[left].to(wide), basis.to(wide), lam.to(wide), p.to(wide), w[left].to(wide),
-                      tol if x.dtype == wide else 1e-3 * tol, budget)
-    codes = problem.prior.project(rest.codes.to(x.dtype))
-    found = problem.residual(x[left], basis, lam, p, codes)
-    better = found < residual[left]
-    keep = left[better]
-    w = w.index_copy(0, keep, codes[better])
-    iterations = iterations.index_add(0, keep, rest.iterations.to(iterations)[better])
-    residual = residual.index_copy(0, keep, found[better])
-    return w, iterations, residual
+    wide_tol = tol if x.dtype == torch.float64 else 1e-3 * tol  # (float32's codes then meet tol)
+    return finish_in_float64(problem, x, basis, lam, p, w, iterations, residual, left, active_set, wide_tol, budget)

@@ -34,6 +34,23 @@ class SolveResult:
         return bool(self.converged.all())
 
 
+def finish_in_float64(problem, x, basis, lam, p, w, iterations, residual, rows, function, tol, budget):
+    """``(w, iterations, residual)`` with rows ``rows`` solved again by ``function``
+    in float64 from where they are, to ``tol``, within ``budget`` iterations;
+    kept where their residual, in their own dtype, fell (out of place, so
+    that autograd may pass through)."""
+    wide = torch.float64
+    finish = function(problem, x[rows].to(wide), basis.to(wide), lam.to(wide), p.to(wide), w[rows].to(wide), tol,
+                      budget)
+    codes = problem.prior.project(finish.codes.to(x.dtype))
+    found = problem.residual(x[rows], basis, lam, p, codes)
+    better = found < residual[rows]
+    keep = rows[better]
+    return (w.index_copy(0, keep, codes[better]),
+            iterations.index_add(0, keep, finish.iterations.to(iterations)[better]),
+            residual.index_copy(0, keep, found[better]))
+
+
 def default_tol(dtype: torch.dtype) -> float:
     """Relative residual a solve aims for: a few thousand ulps of the dtype.
 
