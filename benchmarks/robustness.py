@@ -14,8 +14,7 @@ reported by the library with a ConvergenceWarning; this script counts them.
 e.g. 1e29, 1e3 or 1e-30) instead of the solver's own start.
 
 ``--priors l1`` sweeps the L1 priors (``l1``, ``nonneg_l1``) of the
-non-gaussian families instead (the gaussian lasso has its own tests against
-scikit-learn), from strength 1e-4 to 5: the problems on which to compare
+non-gaussian families instead, from strength 1e-4 to 5: the problems on which to compare
 the L1 solvers (``--solver active_set``, ``--solver prox_newton``).
 ``--priors gaussian_l1`` sweeps the gaussian lasso the same way: at the weak
 strengths the codes of an overcomplete basis use about ``D`` atoms, where
