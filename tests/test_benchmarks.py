@@ -120,3 +120,13 @@ def test_flops_smoke_softmax_l1(capsys):
                                 "--solvers", "active_set,prox_newton"])
     assert [r["note"].split(",")[0] for r in rows] == ["solver active_set", "solver prox_newton"]
     assert all(r["problem"] == "5000x100" and r["ops"] > 0 and "20/20 converged" in r["note"] for r in rows)
+
+
+def test_batch_sizes_smoke(capsys):
+    rows = _load("batch_sizes").main(["--smoke"])
+    methods = {(r["n"], r["prior"], r["method"]) for r in rows}
+    assert {(n, "kl", "diffsc") for n in (1, 4)} <= methods
+    assert (1, "signed_kl", "scipy L-BFGS-B per example") in methods and (4, "l1", "sklearn lasso_cd") in methods
+    assert all(r["seconds"] > 0 and r["reached"] for r in rows)  # every method reaches the accuracy
+    assert all(r["ratio"] == 1 for r in rows if r["method"] == "diffsc")
+    assert "per_input_ms" in capsys.readouterr().out
