@@ -218,8 +218,8 @@ def test_ridge_start_for_gaussian_kl_signed_kl_and_l2_without_a_warm_start():
         torch.tensor(0.01, dtype=torch.float64)
     start = newton_cg_module._RidgeStart.of
     for prior in ("kl", "signed_kl", "l2"):
-        assert start(diffsc.Problem.of("gaussian", prior), basis, lam, p, torch.float32) is not None
-    assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, torch.float32) is None
+        assert start(diffsc.Problem.of("gaussian", prior), basis, lam, p, torch.float32, 3) is not None
+    assert start(diffsc.Problem.of("poisson", "kl"), basis, lam, p, torch.float32, 3) is None
     # a user's start is warm, the prior's minimiser is not: per-atom means,
     # and signed KL's minimiser 0, compared without a second start
     warm = newton_cg_module._warm
@@ -230,6 +230,24 @@ def test_ridge_start_for_gaussian_kl_signed_kl_and_l2_without_a_warm_start():
     assert warm(problem.prior, p_atoms, default)
     signed = diffsc.Problem.of("gaussian", "signed_kl").prior
     assert not warm(signed, p, signed.initial(p, (3, 8), basis)) and warm(signed, p, default)
+
+
+@pytest.mark.parametrize("d, k, rows, gram", [(6, 10, 4, False), (10, 6, 4, False), (10, 6, 4, True),
+                                               (10, 6, 8, True)])
+def test_ridge_codes_in_each_form(d, k, rows, gram):
+    # K > D: a D x D system (push-through); K <= D: the factor of G + L for
+    # fewer rows than K, else its inverse; G the solver's where it has one
+    g = torch.Generator().manual_seed(3)
+    basis = torch.randn(d, k, generator=g, dtype=torch.float64)
+    x = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    lam, p = torch.linspace(0.05, 0.5, k, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
+    problem = diffsc.Problem.of("gaussian", "signed_kl")
+    shared = basis.T @ basis if gram else None
+    ridge = newton_cg_module._RidgeStart.of(problem, basis, lam, p, torch.float64, rows, shared)
+    model = newton_cg_module._Model(problem, basis, lam, p, torch.float64).of(x)
+    expected = torch.linalg.solve(basis.T @ basis + torch.diag(lam), (x @ basis).T).T
+    torch.testing.assert_close(ridge.codes(model), expected, rtol=1e-10, atol=1e-12)
+    assert ridge.map[1] == (k <= d and rows < k)
 
 
 def test_l2_codes_are_the_ridge_codes(loop):

@@ -60,11 +60,16 @@ def rows_in_memory(free_bytes, width, at_least=ROWS):
 class Products:
     """``v -> B^T S(r) B v`` for a batch of vectors, in the basis' dtype or a lower one."""
 
-    def __init__(self, family, basis, low):
+    def __init__(self, family, basis, low, gram=None):
+        """``gram``: ``B^T B`` in a wider dtype, if at hand (cast, not formed anew)."""
         self.family, self.basis = family, basis
         self.gaussian = family.name == "gaussian"
         d, k = basis.shape
-        self.gram = basis.T @ basis if self.gaussian and k <= 2 * d else None
+        if gram is not None:
+            gram = gram.to(basis.dtype)
+        elif self.gaussian and k <= 2 * d:
+            gram = basis.T @ basis
+        self.gram = gram
         self.basis_low = basis.to(low)
         self.gram_low = None if self.gram is None else self.gram.to(low)
 
