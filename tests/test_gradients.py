@@ -45,6 +45,27 @@ def test_gradcheck_smooth(family, prior, per_atom):
     assert torch.autograd.gradcheck(_coder(family, prior), inputs, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("prior", ["l2", "kl", "signed_kl"])  # (uniform: H singular for K > D)
+def test_gradcheck_gaussian_with_many_atoms(prior):
+    # K >= 3D: dl/dB by the four products with r = B w (fewer K x K work than x^T v - B (P + P^T))
+    inputs = _inputs("gaussian", prior, n=3, d=3, k=10)
+    assert torch.autograd.gradcheck(_coder("gaussian", prior), inputs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("d, k", [(6, 4), (3, 10)])
+def test_gaussian_basis_gradient_both_forms(d, k):
+    from diffsc.implicit import _basis_gradient
+
+    g = torch.Generator().manual_seed(1)
+    x, basis, w, v = (torch.randn(5, m, generator=g, dtype=torch.float64) for m in (d, d * k, k, k))
+    basis = basis[0].reshape(d, k)
+    problem = diffsc.Problem.of("gaussian", "kl")
+    r = w @ basis.T
+    general = -(r - x).T @ v - (v @ basis.T).T @ w  # -(r - x)^T v - (S B v)^T w, S = I
+    torch.testing.assert_close(_basis_gradient(problem, x, basis, w, v, None), general)
+    torch.testing.assert_close(_basis_gradient(problem, x, basis, w, v, r), general)
+
+
 def _l1_inputs_with_margin(family, prior):
     """A problem whose code is 0.01 away from every kink of the L1 path."""
     for seed in range(100):

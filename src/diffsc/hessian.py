@@ -69,7 +69,8 @@ def scaled_solve(family, basis, r, d, q, rhs):
     ----------
     family : Family
     basis : (D, K) tensor
-    r : (N, D) tensor, the reconstructions at which ``S`` is evaluated
+    r : (N, D) tensor, the reconstructions at which ``S`` is evaluated (None
+        where ``S`` is constant: gaussian)
     d, q, rhs : (N, K) tensors
 
     Returns
@@ -82,7 +83,7 @@ def scaled_solve(family, basis, r, d, q, rhs):
     d_dim = basis.shape[0]
     if family.shared_gram and d_dim < k and bool((q > 0).all()):
         return _woodbury_solve(basis, d, q, rhs)
-    shared = family.gram(basis, r[:0]).unsqueeze(0) if family.shared_gram else None
+    shared = family.gram(basis, None).unsqueeze(0) if family.shared_gram else None  # (S constant: no r)
     out, oks = [], []
     for rows in _chunks(n, k * k if family.shared_gram else k * max(k, d_dim)):
         g = shared if family.shared_gram else family.gram(basis, r[rows])
@@ -206,7 +207,8 @@ def hessian_solve(problem, basis, lam, p, w, r, rhs, fixed=None, direct=False, d
         if bool(ok.all()):
             return solution, ok
         rows = (~ok).nonzero().squeeze(1)
-        rest, rest_ok = hessian_solve(problem, basis, lam, p, w[rows], r[rows], rhs[rows], direct=True)
+        rest, rest_ok = hessian_solve(problem, basis, lam, p, w[rows], None if r is None else r[rows], rhs[rows],
+                                      direct=True)
         return solution.index_copy(0, rows, rest), ok.index_copy(0, rows, rest_ok)
     d = prior.metric_scale(w, p)
     q = (lam * prior.scaled_curvature(w, p)).expand_as(w)

