@@ -52,6 +52,21 @@ def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
     torch.testing.assert_close(solution, direct, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("rounds", [4, 1])  # 1: the rows a round leaves short finish in float64
+@pytest.mark.parametrize(("prior", "d", "k"), [("kl", 12, 30), ("signed_kl", 30, 20)])
+def test_float32_rounds_reach_float64s_accuracy(prior, d, k, rounds, monkeypatch):
+    problem, basis, lam, p, w, r, rhs = _state("gaussian", prior, d, k)
+    dtypes = []
+    solve = hessian_cg.compiled_cg
+    monkeypatch.setattr(hessian_cg, "compiled_cg", lambda *a: dtypes.append(a[2].dtype) or solve(*a))
+    monkeypatch.setattr(hessian_cg, "REFINE_ROUNDS", rounds)
+    refined, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)
+    assert bool(ok.all())
+    assert dtypes[0] == np.float32 and (np.float64 in dtypes) == (rounds == 1)
+    direct, _ = hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)
+    torch.testing.assert_close(refined, direct, rtol=1e-9, atol=1e-11)
+
+
 def test_decouple_solves_the_own_rows_of_codes_near_zero():
     # Gaussian KL codes: H_L = G = B^T B, the prior's scaled part is lam.
     # Coordinates with S^2 G_ii <= DECOUPLED lam take their own row of
