@@ -52,7 +52,8 @@ Sections (``--only``; one table each, also written to ``--out`` as
   ``(codes * G).sum()`` (fixed random ``G``) w.r.t. the basis. Rows: the
   forward (default solver), the implicit backward alone (note: backward /
   forward, target <= 1), both together (the ratio base), and both together
-  on the fixed-iteration runs' rows (below). Then, on the first
+  on the fixed-iteration runs' rows (below); the first three rows also for
+  the other sizes of ``--sizes`` (no fixed-iteration runs). Then, on the first
   ``--unrolled-n`` rows (200: the unrolled graph of 100 Newton iterations
   takes about 30 MB per row, and a run of every section in one process ran
   out of this machine's 24 GB at 300), at each of ``--iterations`` (tol 1e-30, so
@@ -570,8 +571,13 @@ class Bench:
 
     # ------------------------------------------------------------ backward
     def backward(self):
+        rows = []
+        for size in [self.args.backward_size] + self.args.backward_more:
+            rows += self._backward(size, unrolled=size == self.args.backward_size)
+        return rows
+
+    def _backward(self, size, unrolled):
         a, dev = self.args, self.device
-        size = a.backward_size
         x, basis = self.data(size)
         lam, _ = self.strength(size)
         n = x.shape[0]
@@ -617,6 +623,8 @@ class Bench:
             add("forward (default solver)", n, "-", sf, s, pf, rf, w, converged_note(info))
             add("backward implicit", n, "-", sb, s, pb, rb, w, f"backward/forward = {sb / sf:.2f} (target <= 1)")
             add("forward+backward implicit", n, "-", s, s, peak, r, w, f"lam={lam:.4g}, p={PRIOR_MEAN}")
+            if not unrolled:
+                continue
             # End to end on the fixed-iteration runs' rows: the default solver's
             # forward and the implicit backward, against each unrolled run that
             # reaches the residual too.
@@ -701,6 +709,8 @@ def parse(argv):
     args.fista_max_iter = 5000
     args.softmax_v, args.softmax_k, args.softmax_n = (300, 30, 100) if smoke else (5000, 100, 2000)
     args.backward_size = args.sizes[0] if smoke else "64x256"
+    # the other sizes: forward, backward and both only (no unrolled runs)
+    args.backward_more = [size for size in args.sizes if size != args.backward_size]
     if args.iterations is None:
         args.iterations = "10,20,30" if smoke else "25,50,100"
     args.iterations = [int(v) for v in args.iterations.split(",")]

@@ -97,6 +97,10 @@ def test_codes_smoke(tmp_path, capsys):
                 counts = [r["max_iter"] for r in backward if r["prior"] == prior
                           and r["method"] == f"{mode} {solver}"]
                 assert counts == [10, 20, 30], (prior, solver, mode)
+    # the other smoke size: forward, backward and both, no fixed-iteration runs
+    other = [(r["prior"], r["method"]) for r in backward if r["problem"] == "24x48"]
+    assert other == [(prior, method) for prior in ("l1", "kl") for method in
+                     ("forward (default solver)", "backward implicit", "forward+backward implicit")]
 
 
 def test_skipped_l1_peers_are_rows_that_say_so(tmp_path):
