@@ -13,6 +13,8 @@ import numba
 import numpy as np
 import torch
 
+from . import gram_memo
+
 BLOCK = 32  # examples per parallel task: enough to amortise its scratch arrays
 
 
@@ -34,7 +36,7 @@ def support_solve(basis, support, rhs):
     has dependent columns.
     """
     with torch.no_grad():
-        gram = (basis.T @ basis).contiguous()
+        gram = gram_memo.gram(basis).contiguous()
         rhs = rhs.detach().contiguous()
         out = torch.zeros_like(rhs)
         ok = np.zeros(rhs.shape[0], dtype=np.bool_)

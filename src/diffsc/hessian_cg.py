@@ -25,6 +25,8 @@ import numba
 import numpy as np
 import torch
 
+from . import gram_memo
+
 #: Conjugate-gradient iterations per solve, at most.
 CG_MAX = 200
 #: float64 solves of the backward (gaussian, CPU) run float32 CG, each round
@@ -77,7 +79,7 @@ class Products:
         if gram is not None:
             gram = gram.to(basis.dtype)
         elif self.gaussian and k <= 2 * d:
-            gram = basis.T @ basis
+            gram = gram_memo.gram(basis)
         self.gram = gram
         self.basis_low = basis.to(low)
         self.gram_low = None if self.gram is None else self.gram.to(low)

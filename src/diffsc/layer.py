@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import gram_memo
 from .implicit import pullback
 from .solvers import solve
 
@@ -19,8 +20,9 @@ class SparseCodeFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, basis, lam, p, problem, options):
-        result = solve(problem, x, basis, lam, p, **options)
-        ctx.problem = problem
+        with gram_memo.scope(basis) as memo:  # B^T B formed once, for the backward too
+            result = solve(problem, x, basis, lam, p, **options)
+        ctx.problem, ctx.gram = problem, memo.gram
         ctx.save_for_backward(x, basis, lam, p, result.codes)
         ctx.mark_non_differentiable(result.residual, result.iterations, result.converged)
         return result.codes, result.residual, result.iterations, result.converged
@@ -29,5 +31,6 @@ class SparseCodeFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_codes, *_):
         x, basis, lam, p, w = ctx.saved_tensors
-        grads = pullback(ctx.problem, x, basis, lam, p, w, grad_codes, ctx.needs_input_grad[:4])
+        with gram_memo.scope(basis, ctx.gram):
+            grads = pullback(ctx.problem, x, basis, lam, p, w, grad_codes, ctx.needs_input_grad[:4])
         return (*grads, None, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import gram_memo
 from ..hessian import hessian_solve
 from .active_set import active_set, ratio_test
 from .result import SolveResult, finish_in_float64
@@ -45,7 +46,7 @@ class _Loss:
     def of(cls, problem, x, basis):
         d, k = basis.shape
         if problem.family.name == "gaussian" and k <= 2 * d:
-            return cls(problem, x, basis, x @ basis, basis.T @ basis, 0.5 * x.square().sum(-1))
+            return cls(problem, x, basis, x @ basis, gram_memo.gram(basis), 0.5 * x.square().sum(-1))
         return cls(problem, x, basis, x @ basis, None, None)
 
     def take(self, idx):

@@ -37,6 +37,7 @@ import numba
 import numpy as np
 import torch
 
+from .. import gram_memo
 from ..gram_cholesky import BLOCK, chol_solve, extend, refactor, remove_row, use_torch_threads
 from .active_set import active_set
 from .result import SolveResult
@@ -51,7 +52,7 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
     n, k = w0.shape
     with torch.no_grad():
         c = (x @ basis).contiguous()
-        gram = (basis.T @ basis).contiguous()
+        gram = gram_memo.gram(basis).contiguous()
         lam_k = lam.expand(k).contiguous()
         w = w0.detach().contiguous()  # the solver's own start: solved in place
     iterations = np.zeros(n, dtype=np.int64)
