@@ -52,13 +52,14 @@ def test_gradcheck_gaussian_with_many_atoms(prior):
     assert torch.autograd.gradcheck(_coder("gaussian", prior), inputs, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("d, k", [(6, 4), (3, 10)])
-def test_gaussian_basis_gradient_both_forms(d, k):
+@pytest.mark.parametrize("n, d, k", [(5, 6, 4), (5, 3, 10), (1, 6, 4)])  # K (D + N) < 3 N D in the first only
+def test_gaussian_basis_gradient_both_forms(n, d, k):
     from diffsc.implicit import _basis_gradient
 
     g = torch.Generator().manual_seed(1)
-    x, basis, w, v = (torch.randn(5, m, generator=g, dtype=torch.float64) for m in (d, d * k, k, k))
-    basis = basis[0].reshape(d, k)
+    x, w, v = (torch.randn(n, m, generator=g, dtype=torch.float64) for m in (d, k, k))
+    basis = torch.randn(d * k, generator=g, dtype=torch.float64)
+    basis = basis.reshape(d, k)
     problem = diffsc.Problem.of("gaussian", "kl")
     r = w @ basis.T
     general = -(r - x).T @ v - (v @ basis.T).T @ w  # -(r - x)^T v - (S B v)^T w, S = I
