@@ -56,6 +56,7 @@ def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
 @pytest.mark.parametrize(("prior", "d", "k"), [("kl", 12, 30), ("signed_kl", 30, 20)])
 def test_float32_rounds_reach_float64s_accuracy(prior, d, k, rounds, monkeypatch):
     problem, basis, lam, p, w, r, rhs = _state("gaussian", prior, d, k)
+    monkeypatch.setattr(hessian_cg, "REFINE_ROWS", 40)  # (the 40 rows of _state)
     dtypes = []
     solve = hessian_cg.compiled_cg
     monkeypatch.setattr(hessian_cg, "compiled_cg", lambda *a: dtypes.append(a[2].dtype) or solve(*a))
@@ -65,6 +66,19 @@ def test_float32_rounds_reach_float64s_accuracy(prior, d, k, rounds, monkeypatch
     assert dtypes[0] == np.float32 and (np.float64 in dtypes) == (rounds == 1)
     direct, _ = hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)
     torch.testing.assert_close(refined, direct, rtol=1e-9, atol=1e-11)
+
+
+def test_few_rows_stay_float64(monkeypatch):
+    monkeypatch.setattr(hessian_cg, "REFINE_ROWS", 21)
+    problem, basis, lam, p, w, r, rhs = _state("gaussian", "kl", 12, 30)
+    rows = slice(0, 20)
+    dtypes = []
+    solve = hessian_cg.compiled_cg
+    monkeypatch.setattr(hessian_cg, "compiled_cg", lambda *a: dtypes.append(a[2].dtype) or solve(*a))
+    few, ok = hessian_cg.cg_solve(problem, basis, lam, p, w[rows], r[rows], rhs[rows])
+    assert bool(ok.all()) and dtypes == [np.float64]
+    direct, _ = hessian_solve(problem, basis, lam, p, w[rows], r[rows], rhs[rows], direct=True)
+    torch.testing.assert_close(few, direct, rtol=1e-9, atol=1e-11)
 
 
 def test_decouple_solves_the_own_rows_of_codes_near_zero():
