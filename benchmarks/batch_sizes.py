@@ -16,6 +16,10 @@ bisected L1 strength, ``p = 0.01``), float64, for each N of ``--batches``:
   thread, stopped at the gradient that guarantees the residual), timed on
   the first ``min(N, 50)`` inputs and scaled to N; reached: worst relative
   optimality residual ``<= 1e-6`` (on those inputs for L-BFGS-B).
+- ``diffsc forward+backward``: a layer's training step for each prior (the
+  codes at ``tol = 1e-6`` and the basis gradient of ``(codes *
+  weights).sum()``), its ``ratio`` the step over diffsc's forward call
+  above; the note gives the backward alone (``reached`` is not judged).
 
 ``seconds`` is the median over repeats that together take at least
 ``--budget`` seconds (at least 3), after one untimed call; ``ratio`` = the
@@ -76,6 +80,24 @@ def peers_l1(x, basis, lam, lars):
     return found
 
 
+def training_step(x, basis, prior, lam, budget):
+    """``(step, backward)`` median seconds of a layer's training step: the
+    codes (``tol = 1e-6``, as the forward rows) and the basis gradient of
+    ``(codes * weights).sum()``; one untimed step, then at least 5 for ``budget`` seconds."""
+    basis = basis.clone().requires_grad_()
+    weights = torch.randn(x.shape[0], basis.shape[1], generator=torch.Generator().manual_seed(1),
+                          dtype=x.dtype)
+    steps, backward = [], []
+    while len(steps) < 6 or sum(steps) < budget:
+        start = time.perf_counter()
+        codes = diffsc.sparse_code(x, basis, prior=prior, strength=lam, prior_mean=PRIOR_MEAN, tol=RESIDUAL)
+        middle = time.perf_counter()
+        torch.autograd.grad((codes * weights).sum(), basis)
+        steps.append(time.perf_counter() - start)
+        backward.append(time.perf_counter() - middle)
+    return statistics.median(steps[1:]), statistics.median(backward[1:])
+
+
 def run(sizes, batches, budget, lars=False, n_data=10000):
     """The table's rows; ``n_data``: inputs drawn (``codes.py``'s problems, whose first ``N`` are coded)."""
     bench = Bench(types.SimpleNamespace(n=n_data, seed=0, device="cpu"))
@@ -91,6 +113,10 @@ def run(sizes, batches, budget, lars=False, n_data=10000):
                              "seconds": seconds, "per_input_ms": 1e3 * seconds / n,
                              "ratio": seconds / base, "reached": reached, "note": note})
 
+            def step(prior, base):
+                seconds, backward = training_step(x, basis, prior, lam, budget)
+                add(prior, "diffsc forward+backward", seconds, base, True, f"backward {1e3 * backward:.3g} ms")
+
             # L1: the objective gap to tight codes
             score = Scorer("gaussian", "l1", x, basis, lam)
             ref = diffsc.sparse_code(x, basis, prior="l1", strength=lam, tol=1e-12)
@@ -101,6 +127,7 @@ def run(sizes, batches, budget, lars=False, n_data=10000):
 
             base, w = timed(lambda: diffsc.sparse_code(x, basis, prior="l1", strength=lam, tol=1e-6), budget)
             add("l1", "diffsc", base, base, gap_ok(w))
+            step("l1", base)
             for method, fn in peers_l1(x, basis, lam, lars).items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # lasso_cd's ConvergenceWarning: `reached` tells
@@ -117,6 +144,7 @@ def run(sizes, batches, budget, lars=False, n_data=10000):
 
                 base, w = timed(ours, budget)
                 add(prior, "diffsc", base, base, score.residual(w) <= RESIDUAL)
+                step(prior, base)
                 m = min(n, LBFGSB_ROWS)
                 seconds, w = timed(lambda: lbfgsb(score, m, RESIDUAL), budget)
                 add(prior, "scipy L-BFGS-B per example", seconds * n / m, base,

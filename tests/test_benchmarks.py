@@ -129,4 +129,6 @@ def test_batch_sizes_smoke(capsys):
     assert (1, "signed_kl", "scipy L-BFGS-B per example") in methods and (4, "l1", "sklearn lasso_cd") in methods
     assert all(r["seconds"] > 0 and r["reached"] for r in rows)  # every method reaches the accuracy
     assert all(r["ratio"] == 1 for r in rows if r["method"] == "diffsc")
+    steps = [r for r in rows if r["method"] == "diffsc forward+backward"]  # a layer's training step
+    assert len(steps) == 6 and all(r["note"].startswith("backward ") for r in steps)
     assert "per_input_ms" in capsys.readouterr().out
