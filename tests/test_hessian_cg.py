@@ -39,6 +39,20 @@ def test_same_solution_as_the_factorisation(family, prior, d, k, compiled, monke
     assert torch.equal(hessian_solve(problem, basis, lam, p, w, r, rhs)[0], by_cg)  # the default path
 
 
+@pytest.mark.parametrize(("d", "k"), [(12, 30), (30, 20)])  # products through B, through G
+@pytest.mark.parametrize("compiled", [True, False])
+def test_gaussian_solves_need_no_reconstruction(d, k, compiled, monkeypatch):
+    # the backward passes r = None for the gaussian family (S = I), on the
+    # torch loop (CUDA's) as on the compiled one, and to the factored solve
+    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
+    problem, basis, lam, p, w, r, rhs = _state("gaussian", "kl", d, k)
+    by_cg, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, None, rhs)
+    direct, ok_direct = hessian_solve(problem, basis, lam, p, w, None, rhs, direct=True)
+    assert bool(ok.all()) and bool(ok_direct.all())
+    torch.testing.assert_close(by_cg, direct, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(direct, hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)[0])
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
     monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
