@@ -60,3 +60,47 @@ class _no_memo:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.fixture
+def empty_cache(monkeypatch):
+    monkeypatch.setattr(gram_memo, "_seen", None)
+    monkeypatch.setattr(gram_memo, "_kept", None)
+
+
+def test_a_basis_coded_twice_unchanged_keeps_its_gram(empty_cache):
+    basis = torch.randn(7, 5, dtype=torch.float64)
+    first = gram_memo.gram(basis)
+    second = gram_memo.gram(basis)  # seen twice: kept from here on
+    assert first is not second and gram_memo.gram(basis) is second
+    torch.testing.assert_close(second, basis.T @ basis)
+
+
+def test_a_kept_gram_is_never_stale(empty_cache):
+    basis = torch.randn(7, 5, dtype=torch.float64)
+    gram_memo.gram(basis), gram_memo.gram(basis)
+    kept = gram_memo.gram(basis)
+    basis.numpy()[0, 0] += 1.0  # through numpy: torch's version counter does not see it
+    changed = gram_memo.gram(basis)
+    assert changed is not kept
+    torch.testing.assert_close(changed, basis.T @ basis)
+    same_values = basis.clone()  # other memory, equal values: formed anew, equal
+    torch.testing.assert_close(gram_memo.gram(same_values), changed)
+
+
+def test_a_basis_changed_between_calls_is_not_copied(empty_cache):
+    basis = torch.randn(7, 5, dtype=torch.float64)
+    for _ in range(4):  # a training loop: updated in place each step
+        gram_memo.gram(basis)
+        basis.add_(0.01)
+    assert gram_memo._kept is None
+
+
+def test_codes_after_a_basis_changed_in_place_through_numpy(empty_cache):
+    x, basis = problem_data("gaussian", n=10, d=12, k=16, seed=4)
+    for _ in range(3):
+        diffsc.sparse_code(x, basis, prior="l1", strength=0.1)
+    basis.numpy()[:, 0] *= 0.5  # no version bump
+    codes = diffsc.sparse_code(x, basis, prior="l1", strength=0.1)
+    fresh = diffsc.sparse_code(x, basis.clone(), prior="l1", strength=0.1)
+    torch.testing.assert_close(codes, fresh)
