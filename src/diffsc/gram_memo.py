@@ -10,8 +10,9 @@ the backward, as it carries the basis itself (autograd refuses a backward
 whose saved basis was changed in place since). Outside a scope, or where
 autograd records through the product (unrolled backward), :func:`gram`
 forms it anew, unless the last basis coded twice in a row had the same
-values (:func:`_form`: one input of a fixed 784x256 basis, ... ms a call
-instead of ...). Callers must not change it in place.
+values (:func:`_form`: repeated L1 calls on one input of a fixed 784x256
+basis, float64, took 0.20 ms instead of 1.44 ms in ``benchmarks/batch_sizes.py``).
+Callers must not change it in place.
 """
 
 from __future__ import annotations

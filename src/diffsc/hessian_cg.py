@@ -35,7 +35,7 @@ CG_MAX = 200
 #: not improve 10x, or left short after them, finish in float64. Chunks of
 #: fewer rows than REFINE_ROWS stay float64: the rounds' own work cost as
 #: much as they saved (64x256 KL backward, 32 rows: 2.43 -> 2.51 ms) or more
-#: (one row: 0.50 -> 0.63 ms); from 64 rows they saved 15-30%.
+#: (one row: 0.50 -> 0.63 ms); from 64 rows they saved 4-25% (ad hoc, alternating).
 REFINE = True
 REFINE_REL = 1e-6
 REFINE_ROUNDS = 4
