@@ -694,7 +694,8 @@ def parse(argv):
             parser.error(f"--only: unknown section {s!r}; choose from {SECTIONS}")
     smoke = args.smoke
     defaults = dict(
-        sizes=SMOKE_SIZES if smoke else SIZES, kl_sizes=SMOKE_SIZES if smoke else KL_SIZES, n=300 if smoke else 10000, repeats=1 if smoke else 3,
+        sizes=SMOKE_SIZES if smoke else SIZES, kl_sizes=SMOKE_SIZES if smoke else KL_SIZES,
+        n=300 if smoke else 10000, repeats=1 if smoke else 3,
         eg_budget=2.0 if smoke else 100.0, unrolled_n=200,
     )
     for key, value in defaults.items():
@@ -702,7 +703,8 @@ def parse(argv):
             setattr(args, key, value)
     args.skip = set(filter(None, args.skip.split(",")))
     if args.skip - {"lasso_lars", "lasso_cd"}:
-        parser.error(f"--skip: unknown peers {sorted(args.skip - {'lasso_lars', 'lasso_cd'})}; choose lasso_lars, lasso_cd")
+        unknown = sorted(args.skip - {"lasso_lars", "lasso_cd"})
+        parser.error(f"--skip: unknown peers {unknown}; choose lasso_lars, lasso_cd")
     args.sizes = args.sizes.split(",")
     args.kl_sizes = args.kl_sizes.split(",")
     args.lbfgs_rows = 5 if smoke else 200  # 0.6-20 ms a row

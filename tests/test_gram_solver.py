@@ -63,7 +63,8 @@ def test_float32_reaches_its_default_tolerance():
     assert codes.dtype == torch.float32 and info.all_converged and info.tol == 1e-4
     problem = diffsc.Problem.of("gaussian", "l1")
     lam, one = torch.tensor(0.2, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
-    gap = problem.objective(x, basis, lam, one, codes.double()).sum() / problem.objective(x, basis, lam, one, exact).sum() - 1
+    f_codes = problem.objective(x, basis, lam, one, codes.double()).sum()
+    gap = f_codes / problem.objective(x, basis, lam, one, exact).sum() - 1
     assert 0 <= float(gap) < 1e-6
 
 

@@ -191,7 +191,8 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                 first = violation[a] == worst
                 if first:
                     j_worst = j
-                if added < _MAX_ENTER and s < k and (first if pick == 0 else (violation[a] >= _ENTER_SHARE * worst and not first)):
+                near = violation[a] >= _ENTER_SHARE * worst and not first  # nearly as bad: the second pick
+                if added < _MAX_ENTER and s < k and (first if pick == 0 else near):
                     if extend(gram, chol, support, s, j, tmp, eps):
                         support[s] = j
                         signs[s] = -np.sign(g[j])
