@@ -250,6 +250,22 @@ def test_ridge_codes_in_each_form(d, k, rows, gram):
     assert ridge.map[1] == (k <= d and rows < k)
 
 
+@pytest.mark.parametrize("d, k, n", [(60, 30, 5), (60, 30, 100), (20, 40, 5)])  # factor, inverse, D x D
+@pytest.mark.parametrize("prior", ["kl", "signed_kl", "l2"])
+def test_ridge_start_with_twin_atoms_in_float32(d, k, n, prior):
+    # G + lam I is G in float32 when atoms repeat and lam is tiny: the ridge
+    # start's system raised its diagonal instead of failing (before: the
+    # inverse raised "singular" or the factor "not positive-definite")
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(d, k, generator=g)
+    basis[:, 1] = basis[:, 0]
+    basis[:, 2] = basis[:, 0]
+    x = torch.randn(n, d, generator=g)
+    for lam in (1e-10, 1e-6):
+        codes, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam, prior_mean=0.01)
+        assert bool(torch.isfinite(codes).all()) and bool(info.converged.all()), (lam, info.converged.sum())
+
+
 def test_l2_codes_are_the_ridge_codes(loop):
     x, basis = planted(100, 48, 64, seed=2)
     kw = dict(prior="l2", strength=0.05, tol=1e-10)

@@ -370,12 +370,12 @@ class _RidgeStart:
         if k > d:
             scaled = basis / lam
             system = scaled @ basis.T + torch.eye(d, dtype=work, device=basis.device)
-            return torch.cholesky_solve(scaled, torch.linalg.cholesky(system)).to(self.dtype), False
+            return torch.cholesky_solve(scaled, _factor(system)).to(self.dtype), False
         gram = basis.T @ basis if self.gram is None else self.gram.to(work)
-        system = gram + torch.diag(lam)
+        factor = _factor(gram + torch.diag(lam))
         if self.rows < k:
-            return torch.linalg.cholesky(system).to(self.dtype), True
-        return torch.linalg.inv(system).to(self.dtype), False
+            return factor.to(self.dtype), True
+        return torch.cholesky_inverse(factor).to(self.dtype), False
 
     def codes(self, model):
         d, k = self.basis.shape
@@ -413,6 +413,21 @@ class _RidgeStart:
         grad = (codes @ basis.T - x) @ basis
         rest = (p * torch.exp(torch.clamp(-grad / lam, max=0.0))).clamp_min(torch.finfo(dtype).tiny)
         return torch.where(codes > 0, codes, rest)
+
+
+def _factor(system):
+    """The Cholesky factor of a ridge start's system, positive definite but
+    for rounding: where that leaves it short (twin atoms and a weak prior in
+    float32: ``G + 1e-8 I`` is ``G`` there), its diagonal is raised by
+    ``1e3 eps`` of its largest entry, ten times more at each try. A start
+    needs no more; Newton's steps take the codes from there."""
+    factor, info = torch.linalg.cholesky_ex(system)
+    raise_by = 1e3 * torch.finfo(system.dtype).eps * system.diagonal().abs().max()
+    while bool(info != 0):
+        factor, info = torch.linalg.cholesky_ex(system + raise_by * torch.eye(len(system), dtype=system.dtype,
+                                                                               device=system.device))
+        raise_by = 10 * raise_by
+    return factor
 
 
 class _Fallback:
