@@ -266,6 +266,23 @@ def test_ridge_start_with_twin_atoms_in_float32(d, k, n, prior):
         assert bool(torch.isfinite(codes).all()) and bool(info.converged.all()), (lam, info.converged.sum())
 
 
+@pytest.mark.parametrize("dtype, lam", [(torch.float32, 1e-38), (torch.float32, 1e-44), (torch.float64, 1e-300)])
+@pytest.mark.parametrize("d, k", [(8, 12), (12, 8)])
+def test_ridge_start_at_strengths_near_the_dtypes_floor(dtype, lam, d, k):
+    # K > D: 1 / lam overflowed, and the factor raised its diagonal forever
+    g = torch.Generator().manual_seed(0)
+    basis, x = torch.randn(d, k, generator=g, dtype=dtype), torch.randn(3, d, generator=g, dtype=dtype)
+    for prior in ("kl", "signed_kl", "l2"):
+        codes, info = diffsc.sparse_code_with_info(x, basis, prior=prior, strength=lam, prior_mean=0.01)
+        assert bool(torch.isfinite(codes).all()) and bool(info.converged.all()), prior
+
+
+def test_a_ridge_system_not_finite_is_an_error_not_a_loop():
+    system = torch.tensor([[1.0, float("inf")], [float("inf"), 1.0]])
+    with pytest.raises(RuntimeError, match="positive definite"):
+        newton_cg_module._factor(system)
+
+
 def test_l2_codes_are_the_ridge_codes(loop):
     x, basis = planted(100, 48, 64, seed=2)
     kw = dict(prior="l2", strength=0.05, tol=1e-10)

@@ -353,8 +353,8 @@ class _RidgeStart:
         needed (a warm start may never need it), in the narrower form:
 
         - ``K > D``: from ``x``, ``B (G + L)^{-1} = (B L^{-1} B^T + I)^{-1} B L^{-1}``
-          (``L = diag(lam)``; push-through), a ``D x D`` system, well
-          conditioned (its eigenvalues are at least 1);
+          (``L = diag(lam)``; push-through), a ``D x D`` system, formed as
+          ``(B L'^{-1} B^T + m I)^{-1} B L'^{-1}`` with ``L' = L / m``, ``m = min lam``;
         - ``K <= D``: from ``B^T x``, ``(G + L)^{-1}``; for fewer rows than
           ``K`` its Cholesky factor rather than the inverse, which costs three
           factors' time.
@@ -367,9 +367,10 @@ class _RidgeStart:
         work = torch.promote_types(self.basis.dtype, self.dtype)  # (L2's in float64)
         basis, lam = self.basis.to(work), self.lam.to(work).expand(self.basis.shape[1])
         d, k = basis.shape
-        if k > d:
-            scaled = basis / lam
-            system = scaled @ basis.T + torch.eye(d, dtype=work, device=basis.device)
+        if k > d:  # scaled by m = min lam: no 1 / lam to overflow (lam = 1e-38 in float32)
+            m = lam.min()
+            scaled = basis * (m / lam)
+            system = scaled @ basis.T + m * torch.eye(d, dtype=work, device=basis.device)
             return torch.cholesky_solve(scaled, _factor(system)).to(self.dtype), False
         gram = basis.T @ basis if self.gram is None else self.gram.to(work)
         factor = _factor(gram + torch.diag(lam))
@@ -415,6 +416,9 @@ class _RidgeStart:
         return torch.where(codes > 0, codes, rest)
 
 
+_RAISES = 12  # tries of _factor: 1e3 eps times up to 1e11 (float32: up to 1e1 of the largest diagonal entry)
+
+
 def _factor(system):
     """The Cholesky factor of a ridge start's system, positive definite but
     for rounding: where that leaves it short (twin atoms and a weak prior in
@@ -423,10 +427,15 @@ def _factor(system):
     needs no more; Newton's steps take the codes from there."""
     factor, info = torch.linalg.cholesky_ex(system)
     raise_by = 1e3 * torch.finfo(system.dtype).eps * system.diagonal().abs().max()
-    while bool(info != 0):
-        factor, info = torch.linalg.cholesky_ex(system + raise_by * torch.eye(len(system), dtype=system.dtype,
-                                                                               device=system.device))
+    eye = torch.eye(len(system), dtype=system.dtype, device=system.device)
+    for _ in range(_RAISES):
+        if not bool(info != 0):
+            return factor
+        factor, info = torch.linalg.cholesky_ex(system + raise_by * eye)
         raise_by = 10 * raise_by
+    if bool(info != 0):
+        raise RuntimeError("ridge start: its system stayed short of positive definite with its diagonal "
+                           f"raised {_RAISES} times (largest diagonal entry {float(system.diagonal().max()):g})")
     return factor
 
 
