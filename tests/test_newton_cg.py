@@ -464,3 +464,31 @@ def test_rows_stall_when_their_residual_stops_halving():
     # whole steps in a row that did not halve the previous step's residual;
     # a step the line search cut (row 1's last) starts the count again
     assert missed == [[0, 1], [1, 0], [2, 1], [3, 0]]
+
+
+def test_the_compiled_loops_stall_rule_is_stalls():
+    import numpy as np
+
+    from diffsc.solvers.newton_cg_compiled import _stall_update
+    from diffsc.solvers.result import Stall
+
+    g = torch.Generator().manual_seed(0)
+    m = 50
+    start = torch.rand(m, generator=g, dtype=torch.float64)
+    stall = Stall(start, steps=3)
+    mark, last = start.numpy().copy(), start.numpy().copy()
+    since, missed, stalled = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.bool_)
+    residual = start.numpy().copy()
+    for step in range(12):
+        idx = torch.randperm(m, generator=g)[: m // 2].sort().values
+        # halving, not, or NaN, at random
+        factor = torch.tensor([0.3, 0.9, 1.2, float("nan")], dtype=torch.float64)[
+            torch.randint(4, (idx.numel(),), generator=g)]
+        residual[idx.numpy()] = residual[idx.numpy()] * factor.numpy()
+        residual[np.isnan(residual)] = 1.0 if step % 2 else np.nan
+        whole = torch.rand(idx.numel(), generator=g) < 0.7
+        stall.update(idx, torch.from_numpy(residual[idx.numpy()]), whole)
+        _stall_update(idx.numpy(), residual, whole.numpy(), 3, mark, since, stalled, missed, last)
+        assert stall.stalled.tolist() == stalled.tolist()
+        assert stall.missed.tolist() == missed.tolist()
+        assert stall.since.tolist() == since.tolist()
