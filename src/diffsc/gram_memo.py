@@ -12,7 +12,9 @@ autograd records through the product (unrolled backward), :func:`gram`
 forms it anew, unless the last basis coded twice in a row had the same
 values (:func:`_form`: repeated L1 calls on one input of a fixed 784x256
 basis, float64, took 0.20 ms instead of 1.44 ms in ``benchmarks/batch_sizes.py``).
-Callers must not change it in place.
+What else a solve derives from the basis alone (the ridge start's factor,
+``G`` in float32) is kept with it (:func:`derived`). Callers must not change
+what they are given in place.
 """
 
 from __future__ import annotations
@@ -29,15 +31,26 @@ _SCOPE = contextvars.ContextVar("diffsc_gram_scope", default=None)
 class Memo:
     """The scope's basis and its Gram matrix, once formed (else None)."""
 
-    def __init__(self, basis, gram=None):
-        self.basis, self.gram = basis, gram
+    def __init__(self, basis, gram=None, store=None):
+        self.basis, self.gram, self._store = basis, gram, store
+
+    def store(self):
+        """What :func:`derived` keeps for the scope's basis: the kept entry's
+        (:func:`_entry`, looked up once a scope), else the scope's own."""
+        if self._store is None:
+            self._store = _entry(self.basis)
+            if self._store is None:
+                self._store = {}
+        return self._store
 
 
 @contextlib.contextmanager
-def scope(basis, gram=None):
+def scope(basis, gram=None, store=None):
     """Within it, :func:`gram` of ``basis`` is formed at most once (``gram``, if
-    given, is taken as it). Yields the :class:`Memo`."""
-    memo = Memo(basis, gram)
+    given, is taken as it), and what :func:`derived` makes of it likewise
+    (``store``: an earlier scope's :meth:`Memo.store`, so that a backward
+    does not count as the basis coded again). Yields the :class:`Memo`."""
+    memo = Memo(basis, gram, store)
     token = _SCOPE.set(memo)
     try:
         yield memo
@@ -51,14 +64,40 @@ def gram(basis: torch.Tensor) -> torch.Tensor:
         return basis.T @ basis
     memo = _SCOPE.get()
     if memo is None or memo.basis is not basis:
-        return _form(basis)
+        return _form(basis)  # (formed anew within another basis's scope)
     if memo.gram is None:
         memo.gram = _form(basis)
     return memo.gram
 
 
-#: The last basis's memory seen, ``(where, version)``, and the Gram matrix kept
-#: across calls, ``(where, the basis's values then, G)``: see :func:`_form`.
+def derived(basis, kind, key, make):
+    """``make()``, formed once for ``basis`` within a scope of it, and kept
+    across calls while the basis is coded again unchanged (as its Gram
+    matrix is, :func:`_form`): one of each ``kind``, for the ``key`` (a tuple
+    of what else it depends on, compared by ``==``) it was made for."""
+    if torch.is_grad_enabled() and basis.requires_grad:
+        return make()
+    memo = _SCOPE.get()
+    if memo is None:
+        store = _entry(basis)
+    else:  # (another basis within a scope, e.g. a cast of its basis, is not a sighting of one coded again)
+        store = memo.store() if memo.basis is basis else None
+    if store is None:
+        return make()
+    made = store.get(kind)
+    if made is None or made[0] != key:
+        made = store[kind] = (key, make())
+    return made[1]
+
+
+def values_key(tensor):
+    """A :func:`derived` key for a small tensor's values (a strength, its dtype and device)."""
+    return tensor.dtype, tensor.device, tuple(tensor.shape), tuple(tensor.detach().reshape(-1).tolist())
+
+
+#: The last basis's memory seen, ``(where, version)``, and what is kept
+#: across calls, ``(where, the basis's values then, {kind: (key, made)})``:
+#: see :func:`_entry`.
 _seen = None
 _kept = None
 _LOCK = threading.Lock()
@@ -69,25 +108,31 @@ def _where(basis):
 
 
 def _form(basis):
-    """``B^T B``, kept across calls for a basis coded again unchanged.
+    """``B^T B``, kept across calls for a basis coded again unchanged (:func:`_entry`)."""
+    return derived(basis, "gram", (), lambda: basis.T @ basis)
+
+
+def _entry(basis):
+    """What is kept for ``basis`` across calls, or None.
 
     A basis seen twice in a row at the same memory and version (inference
     with a fixed model, an estimator's ``transform`` on a stream) has its
-    values and ``G`` kept; a later call whose basis has those very values
-    (``torch.equal``: one pass over ``B`` against ``D K^2`` multiply-adds)
-    takes that ``G``. A basis that changes between calls (training) is
-    never copied. Equal values are the test, so a change the version does
-    not see (through a numpy view) cannot reuse a stale ``G``."""
+    values kept, and from then on what :func:`derived` makes of it; a later
+    call whose basis has those very values (``torch.equal``: one pass over
+    ``B`` against ``D K^2`` multiply-adds for ``G``) takes them. A basis that
+    changes between calls (training) is never copied. Equal values are the
+    test, so a change the version does not see (through a numpy view)
+    cannot reuse a stale ``G``."""
     global _seen, _kept
     where = _where(basis)
     with _LOCK:
         kept = _kept
     if kept is not None and kept[0] == where and torch.equal(kept[1], basis):
         return kept[2]
-    gram = basis.T @ basis
     seen = (where, basis._version)
     with _LOCK:
-        if _seen == seen:
-            _kept = (where, basis.detach().clone(), gram)
+        twice = _seen == seen
+        if twice:
+            kept = _kept = (where, basis.detach().clone(), {})
         _seen = seen
-    return gram
+    return kept[2] if twice else None

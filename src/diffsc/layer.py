@@ -22,7 +22,7 @@ class SparseCodeFunction(torch.autograd.Function):
     def forward(ctx, x, basis, lam, p, problem, options):
         with gram_memo.scope(basis) as memo:  # B^T B formed once, for the backward too
             result = solve(problem, x, basis, lam, p, **options)
-        ctx.problem, ctx.gram = problem, memo.gram
+        ctx.problem, ctx.gram, ctx.store = problem, memo.gram, memo.store()
         ctx.save_for_backward(x, basis, lam, p, result.codes)
         ctx.mark_non_differentiable(result.residual, result.iterations, result.converged)
         return result.codes, result.residual, result.iterations, result.converged
@@ -31,6 +31,6 @@ class SparseCodeFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_codes, *_):
         x, basis, lam, p, w = ctx.saved_tensors
-        with gram_memo.scope(basis, ctx.gram):
+        with gram_memo.scope(basis, ctx.gram, ctx.store):
             grads = pullback(ctx.problem, x, basis, lam, p, w, grad_codes, ctx.needs_input_grad[:4])
         return (*grads, None, None)

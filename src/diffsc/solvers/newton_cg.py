@@ -87,6 +87,7 @@ import functools
 
 import torch
 
+from .. import gram_memo
 from ..hessian import hessian_solve
 from ..hessian_cg import Products, cg, decouple, gradient_change, rows_at_once, scaled_system
 from ..priors import SmoothPrior
@@ -363,7 +364,12 @@ class _RidgeStart:
 
         For one 784x256 code the start took 2.1 ms (``G`` and its inverse),
         the factor with the solver's ``G`` 0.45 ms; at 64x256 the inverse
-        took 1.1 ms, the ``D x D`` system 0.15 ms."""
+        took 1.1 ms, the ``D x D`` system 0.15 ms. It is kept with the Gram
+        matrix of a basis coded again unchanged (:func:`diffsc.gram_memo.derived`)."""
+        key = (self.dtype, self.rows < self.basis.shape[1], gram_memo.values_key(self.lam))
+        return gram_memo.derived(self.basis, "ridge start", key, self._map)
+
+    def _map(self):
         work = torch.promote_types(self.basis.dtype, self.dtype)  # (L2's in float64)
         basis, lam = self.basis.to(work), self.lam.to(work).expand(self.basis.shape[1])
         d, k = basis.shape
@@ -523,7 +529,8 @@ def newton_cg(problem, x, basis, lam, p, w0, tol, max_iter):
     ridge = _RidgeStart.of(problem, basis, lam, p, torch.float64 if exact else low, n, shared.gram)
     rough = None
     if low != x.dtype and not (exact and ridge is not None and not warm):
-        rough = _Model(problem, basis.to(low), lam.to(low), p.to(low), low, shared.gram)
+        rough = _Model(problem, shared.products.basis_low, lam.to(low), p.to(low), low,
+                       shared.products.gram_low)
     rough_tol = tol if tol >= FLOAT32_REACH else PHASE_TOL
     fallback = _Fallback(problem, ridge) if warm else None
     chunk = rows_at_once(x.device, max(basis.shape), CHUNK)
