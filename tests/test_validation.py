@@ -56,6 +56,10 @@ CASES = [
     ("prior mean zero", dict(prior_mean=0.0), ValueError, r"^prior_mean: must be > 0, got 0$"),
     ("prior mean negative", dict(prior_mean=-0.5), ValueError, r"^prior_mean: must be > 0, got -0.5$"),
     ("prior mean inf", dict(prior_mean=float("inf")), ValueError, r"^prior_mean: contains NaN or infinite values$"),
+    ("strength below float32's range", dict(strength=1e-50, dtype=torch.float32), ValueError,
+     r"^strength: must be > 0, got 0$"),
+    ("prior mean beyond float32's range", dict(prior_mean=1e39, dtype=torch.float32), ValueError,
+     r"^prior_mean: contains NaN or infinite values$"),
     ("strength on another device", dict(strength=torch.tensor(0.1, dtype=torch.float64, device="meta")), ValueError,
      r"^strength: on device meta but the basis is on cpu$"),
     ("tol zero", dict(tol=0.0), ValueError, r"^tol: must be a number in \(0, 1\), got 0.0$"),
@@ -76,6 +80,9 @@ CASES = [
 def test_bad_input_is_named(kwargs, error, message):
     kwargs = dict(kwargs)
     x, basis = kwargs.pop("x", X), kwargs.pop("basis", B)
+    if "dtype" in kwargs:  # the inputs in another dtype
+        dtype = kwargs.pop("dtype")
+        x, basis = x.to(dtype), basis.to(dtype)
     with pytest.raises(error, match=message):
         diffsc.sparse_code(x, basis, **kwargs)
 

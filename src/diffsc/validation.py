@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -77,7 +78,15 @@ def check_inputs(x, basis: torch.Tensor) -> tuple[torch.Tensor, bool]:
 def check_parameter(value, name: str, basis: torch.Tensor) -> torch.Tensor:
     """A positive scalar or per-atom ``(K,)`` parameter on the basis's device and dtype."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = torch.tensor(float(value), dtype=basis.dtype, device=basis.device)
+        # checked as a number (in the basis's dtype, where 1e-50 is 0 in float32): the
+        # tensor checks below took 15 us of a 120 us L1 call on one input
+        value = torch.tensor(float(value), dtype=basis.dtype)
+        number = value.item()
+        if not math.isfinite(number):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        if not number > 0:
+            raise ValueError(f"{name}: must be > 0, got {number:g}")
+        return value.to(basis.device)
     value = as_tensor(value, name)
     if not value.is_floating_point():
         value = value.to(basis.dtype)
