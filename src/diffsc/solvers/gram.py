@@ -57,17 +57,21 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         w = w0.detach().contiguous()  # the solver's own start: solved in place
     iterations = np.zeros(n, dtype=np.int64)
     residual = np.zeros(n, dtype=w.numpy().dtype)
-    use_torch_threads()
-    _solve_all(
+    # (one block of rows: no thread team to launch, 10 of the 20 us one code took)
+    solve = _solve_block if n <= BLOCK else _solve_all
+    if n > BLOCK:
+        use_torch_threads()
+    solve(
         gram.numpy(), c.numpy(), lam_k.numpy(), w.numpy(), bool(problem.prior.nonnegative),
         float(tol), int(max_iter), iterations, residual, min(basis.shape),
     )
-    iterations = torch.from_numpy(iterations)
-    residual = torch.from_numpy(residual)
     # Codes the compiled loop gave up on before max_iter (rare: a singular
     # support, a sign lost to rounding) are finished by the general solver.
     left = (residual > tol) & (iterations < max_iter)
-    if bool(left.any()):
+    iterations = torch.from_numpy(iterations)
+    residual = torch.from_numpy(residual)
+    if left.any():
+        left = torch.from_numpy(left)
         idx = left.nonzero().squeeze(1)
         budget = max_iter - int(iterations[idx].max())
         if budget > 0:
@@ -80,18 +84,30 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
 def _solve_all(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank):
-    n, k = c.shape
-    blocks = (n + BLOCK - 1) // BLOCK
+    blocks = (c.shape[0] + BLOCK - 1) // BLOCK
     for b in numba.prange(blocks):
-        chol = np.empty((rank, rank), dtype=c.dtype)
-        g = np.empty(k, dtype=c.dtype)
-        scratch = np.empty((5, k), dtype=c.dtype)
-        support = np.empty(k, dtype=np.int64)
-        cand = np.empty(k, dtype=np.int64)
-        for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
-            iterations[i], residual[i] = _solve_one(
-                gram, c[i], lam, w[i], nonneg, tol, max_iter, chol, g, scratch, support, cand
-            )
+        _solve_rows(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank, b * BLOCK)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _solve_block(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank):
+    """:func:`_solve_all` for at most ``BLOCK`` rows, on the calling thread."""
+    _solve_rows(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank, 0)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _solve_rows(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, rank, start):
+    """The codes of rows ``start`` to ``start + BLOCK``, sharing scratch arrays."""
+    n, k = c.shape
+    chol = np.empty((rank, rank), dtype=c.dtype)
+    g = np.empty(k, dtype=c.dtype)
+    scratch = np.empty((5, k), dtype=c.dtype)
+    support = np.empty(k, dtype=np.int64)
+    cand = np.empty(k, dtype=np.int64)
+    for i in range(start, min(n, start + BLOCK)):
+        iterations[i], residual[i] = _solve_one(
+            gram, c[i], lam, w[i], nonneg, tol, max_iter, chol, g, scratch, support, cand
+        )
 
 
 @numba.njit(cache=True, fastmath=True)
