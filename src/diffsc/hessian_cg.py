@@ -80,14 +80,17 @@ class Products:
         self.family, self.basis = family, basis
         self.gaussian = family.name == "gaussian"
         d, k = basis.shape
-        # (the casts of a basis coded again unchanged are kept with its G)
-        self.basis_low = gram_memo.derived(basis, "basis cast", (low,), lambda: basis.to(low))
+        # (the casts of a basis coded again unchanged are kept with its G; no
+        # reference to the basis itself is kept)
+        self.basis_low = basis if low == basis.dtype else \
+            gram_memo.derived(basis, "basis cast", (low,), lambda: basis.to(low))
         self.gram_low = None
         if gram is not None:
             gram = gram.to(basis.dtype)
         elif self.gaussian and k <= 2 * d:
             gram = gram_memo.gram(basis)
-            self.gram_low = gram_memo.derived(basis, "gram cast", (low,), lambda: gram.to(low))
+            if low != basis.dtype:
+                self.gram_low = gram_memo.derived(basis, "gram cast", (low,), lambda: gram.to(low))
         self.gram = gram
         if self.gram_low is None and gram is not None:
             self.gram_low = gram.to(low)
