@@ -64,7 +64,7 @@ def gram(basis: torch.Tensor) -> torch.Tensor:
         return basis.T @ basis
     memo = _SCOPE.get()
     if memo is None or memo.basis is not basis:
-        return _form(basis)  # (formed anew within another basis's scope)
+        return _form(basis)  # (no scope: kept across calls, _entry; another basis's scope: formed anew)
     if memo.gram is None:
         memo.gram = _form(basis)
     return memo.gram
