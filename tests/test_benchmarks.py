@@ -132,3 +132,15 @@ def test_batch_sizes_smoke(capsys):
     steps = [r for r in rows if r["method"] == "diffsc forward+backward"]  # a layer's training step
     assert len(steps) == 6 and all(r["note"].startswith("backward ") for r in steps)
     assert "per_input_ms" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="resident set is read from Linux's /proc")
+def test_peak_memory_counts_a_spike_freed_inside_the_block():
+    harness = _load("harness")
+    with harness.PeakMemory("cpu") as memory:
+        spike = torch.ones(2**24, dtype=torch.float64)  # 128 MiB, touched
+        del spike
+    assert memory.peak >= 120 * 2**20, memory.peak
+    with harness.PeakMemory("cpu") as after:
+        pass
+    assert after.peak < 16 * 2**20, after.peak  # the mark was reset: the spike is not counted again
