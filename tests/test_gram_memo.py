@@ -91,6 +91,26 @@ def test_a_kept_gram_is_never_stale(empty_cache):
     torch.testing.assert_close(gram_memo.gram(same_values), changed)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_change_in_any_entry_is_seen(empty_cache, dtype, transposed):
+    # contiguous bases are compared bytewise, others by value: the last
+    # entry too (the byte count), and a non-contiguous view
+    basis = torch.randn(5, 7, dtype=dtype)
+    basis = basis.T if transposed else basis
+    gram_memo.gram(basis), gram_memo.gram(basis)
+    kept = gram_memo.gram(basis)
+    assert gram_memo.gram(basis) is kept
+    for index in [(0, 0), (-1, -1)]:
+        basis.numpy()[index] += 1.0  # through numpy: torch's version counter does not see it
+        changed = gram_memo.gram(basis)
+        assert changed is not kept
+        torch.testing.assert_close(changed, basis.T @ basis)
+        basis.numpy()[index] -= 1.0
+        kept = gram_memo.gram(basis)
+        torch.testing.assert_close(kept, basis.T @ basis)
+
+
 def test_a_basis_changed_between_calls_is_not_copied(empty_cache):
     basis = torch.randn(7, 5, dtype=torch.float64)
     for _ in range(4):  # a training loop: updated in place each step
