@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from . import gram_memo
 from .layer import SparseCodeFunction
 from .problem import Problem
 from .solvers import SolveResult, default_solver, default_tol, solve
@@ -63,7 +64,7 @@ def sparse_code_with_info(
         options["init"] = check_init(init, x.shape[0], basis)
 
     target = problem.family.prepare(x)  # differentiable: autograd chains through it
-    if backward == "implicit":
+    if backward == "implicit" and _records(target, basis, lam, p):
         codes, residual, iterations, converged = SparseCodeFunction.apply(
             target, basis, lam, p, problem, options
         )
@@ -75,6 +76,9 @@ def sparse_code_with_info(
             solver or default_solver(problem, target),
             default_tol(x.dtype) if tol is None else tol,
         )
+    elif backward == "implicit":  # nothing to differentiate: the layer's forward alone
+        with gram_memo.scope(basis):
+            result = solve(problem, target, basis, lam, p, **options)
     else:
         with torch.enable_grad():
             result = solve(problem, target, basis, lam, p, **options)
@@ -91,6 +95,12 @@ def sparse_code_with_info(
             result.tol,
         )
     return result.codes, result
+
+
+def _records(*tensors) -> bool:
+    """Whether autograd records a function of these (else the autograd
+    function's bookkeeping is 7 us of an 80 us call on one input, for nothing)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def sparse_code(
