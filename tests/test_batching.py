@@ -113,6 +113,25 @@ def test_diagnostics():
     torch.testing.assert_close(residual, info.residual)
 
 
+@pytest.mark.parametrize("prior", ["kl", "l1"])
+def test_a_call_that_records_nothing_gives_what_the_layer_gives(prior):
+    # without a gradient to record the codes come from the solver directly,
+    # not through the autograd function: the same codes and diagnostics
+    x, basis = problem_data("gaussian", n=6, d=10, k=8)
+    w, info = diffsc.sparse_code_with_info(x, basis, prior=prior, tol=1e-9)
+    recorded = basis.clone().requires_grad_()
+    w_layer, info_layer = diffsc.sparse_code_with_info(x, recorded, prior=prior, tol=1e-9)
+    assert w.grad_fn is None and w_layer.grad_fn is not None
+    torch.testing.assert_close(w, w_layer.detach(), rtol=0, atol=0)
+    assert (info.solver, info.tol) == (info_layer.solver, info_layer.tol)
+    for name in ("iterations", "residual", "converged"):
+        torch.testing.assert_close(getattr(info, name), getattr(info_layer, name), rtol=0, atol=0)
+    with torch.no_grad():  # grad mode off: nothing is recorded either
+        w_off, _ = diffsc.sparse_code_with_info(x, recorded, prior=prior, tol=1e-9)
+    assert w_off.grad_fn is None
+    torch.testing.assert_close(w_off, w, rtol=0, atol=0)
+
+
 def test_non_convergence_warns_and_strict_raises():
     x, basis = problem_data("gaussian", n=6, d=10, k=8)
     with pytest.warns(diffsc.ConvergenceWarning, match=r"[1-6] of 6 codes did not converge \(solver 'gram'"):
