@@ -403,7 +403,8 @@ class _Chunk:
         self.xb_max = np.abs(self.xb).max(1)
         self.tiny = float(torch.finfo(self.dtype).tiny)
         self.eps = float(torch.finfo(self.dtype).eps)
-        self.floor_s = torch.log(self.tiny / torch.from_numpy(self.p)).numpy()  # KL's s at the floor
+        if self.prior == KL:  # s = log(tiny / p) of codes held at the floor (points)
+            self.floor_s = torch.log(self.tiny / torch.from_numpy(self.p)).numpy()
 
     def mirror(self, w):
         """``s = grad R(w)``; transcendental functions vectorised: torch's ``log``,
