@@ -174,40 +174,6 @@ def test_compiled_support_solve_equals_torch():
     assert bool((ours[~support] == 0).all())
 
 
-@pytest.mark.parametrize("q", [0, 3, 6])
-def test_a_kept_forward_solution_turns_with_a_removed_row(q):
-    """The L1 solver keeps ``y = L^{-1} t`` between solves: after ``remove_row``
-    rotates it with the factor, its first ``s - 1`` entries are the forward
-    solution of the smaller factor for ``t`` without entry ``q``."""
-    import numpy as np
-
-    from diffsc.gram_cholesky import back_solve, extend, forward_rows, remove_row
-
-    g = torch.Generator().manual_seed(7)
-    gram = (random_basis(12, 20, g).T @ random_basis(12, 20, g)).numpy()
-    gram = gram @ gram.T + np.eye(20)  # symmetric positive definite
-    support = np.array([4, 11, 2, 17, 8, 0, 13])
-    s = support.size
-    chol, scratch = np.zeros((12, 12)), np.empty(20)
-    for a in range(s):
-        assert extend(gram, chol, support, a, support[a], scratch, 1e-16)
-    t = torch.randn(s, generator=g, dtype=torch.float64).numpy()
-    y = np.empty(20)
-    forward_rows(chol, 0, s, t, y)
-    remove_row(chol, s, q, y)
-    kept = np.delete(support, q)
-    fresh = np.zeros((12, 12))
-    for a in range(s - 1):
-        extend(gram, fresh, kept, a, kept[a], scratch, 1e-16)
-    expected = np.linalg.solve(gram[np.ix_(kept, kept)], np.delete(t, q))
-    z = np.empty(20)
-    back_solve(chol, s - 1, y.copy(), z)
-    np.testing.assert_allclose(z[: s - 1], expected, rtol=1e-10, atol=1e-12)
-    y_fresh = np.empty(20)
-    forward_rows(fresh, 0, s - 1, np.delete(t, q), y_fresh)
-    np.testing.assert_allclose(y[: s - 1], y_fresh[: s - 1], rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fista_the_gpu_default_gives_the_cpu_codes_and_gradients(dtype):
     """FISTA (gaussian L1 off the CPU) against the CPU's Gram solver, at

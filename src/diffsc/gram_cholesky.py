@@ -110,26 +110,21 @@ def refactor(gram, chol, support, s, start, y, eps):
 
 
 @numba.njit(cache=True, fastmath=True)
-def remove_row(chol, s, q, y=None):
+def remove_row(chol, s, q):
     """The Cholesky factor of ``G_SS`` without its ``q``-th atom, in ``O(s^2)``.
 
     Deleting row ``q`` of ``L`` leaves rows below it with one entry above the
     diagonal; Givens rotations of columns ``(j, j+1)``, ``j = q..s-2``, zero
     those entries (``L Q Q^T L^T`` is unchanged), then the rows move up.
-    ``y``, a solution of ``L y = t``, turns with them (``Q^T y``): its first
-    ``s - 1`` entries solve the new factor's system for ``t`` without entry ``q``.
     """
     for j in range(q, s - 1):
         a, b = chol[j + 1, j], chol[j + 1, j + 1]
         r = np.sqrt(a * a + b * b)
         cos, sin = a / r, b / r
         for i in range(j + 1, s):
-            x, z = chol[i, j], chol[i, j + 1]
-            chol[i, j] = cos * x + sin * z
-            chol[i, j + 1] = cos * z - sin * x
-        if y is not None:
-            x, z = y[j], y[j + 1]
-            y[j], y[j + 1] = cos * x + sin * z, cos * z - sin * x
+            x, y = chol[i, j], chol[i, j + 1]
+            chol[i, j] = cos * x + sin * y
+            chol[i, j + 1] = cos * y - sin * x
     for i in range(q, s - 1):
         for j in range(i + 1):
             chol[i, j] = chol[i + 1, j]
@@ -138,24 +133,12 @@ def remove_row(chol, s, q, y=None):
 @numba.njit(cache=True, fastmath=True)
 def chol_solve(chol, s, rhs, out, y):
     """``out = (L L^T)^{-1} rhs`` on the leading ``s x s`` block."""
-    forward_rows(chol, 0, s, rhs, y)
-    back_solve(chol, s, y, out)
-
-
-@numba.njit(cache=True, fastmath=True)
-def forward_rows(chol, start, s, rhs, y):
-    """Rows ``start`` to ``s - 1`` of ``L y = rhs``, given ``y``'s first ``start`` entries."""
-    for a in range(start, s):
+    for a in range(s):
         acc = rhs[a]
         for b in range(a):
             acc -= chol[a, b] * y[b]
         y[a] = acc / chol[a, a]
-
-
-@numba.njit(cache=True, fastmath=True)
-def back_solve(chol, s, y, out):
-    """``out = L^{-T} y`` on the leading ``s x s`` block; ``y`` is overwritten."""
-    # By columns: row a of L is contiguous.
+    # Back substitution by columns: row a of L is contiguous.
     for a in range(s - 1, -1, -1):
         out[a] = y[a] / chol[a, a]
         for b in range(a):

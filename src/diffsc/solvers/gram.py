@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .. import gram_memo
-from ..gram_cholesky import BLOCK, back_solve, chol_solve, extend, forward_rows, refactor, remove_row, use_torch_threads
+from ..gram_cholesky import BLOCK, chol_solve, extend, refactor, remove_row, use_torch_threads
 from .active_set import active_set
 from .result import SolveResult
 
@@ -101,7 +101,7 @@ def _solve_rows(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, ra
     n, k = c.shape
     chol = np.empty((rank, rank), dtype=c.dtype)
     g = np.empty(k, dtype=c.dtype)
-    scratch = np.empty((6, k), dtype=c.dtype)
+    scratch = np.empty((5, k), dtype=c.dtype)
     support = np.empty(k, dtype=np.int64)
     cand = np.empty(k, dtype=np.int64)
     for i in range(start, min(n, start + BLOCK)):
@@ -114,7 +114,7 @@ def _solve_rows(gram, c, lam, w, nonneg, tol, max_iter, iterations, residual, ra
 def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support, cand):
     """One code, in place in ``w``; returns (iterations, relative residual)."""
     k = c.shape[0]
-    target, z, tmp, violation, signs, fwd = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4], scratch[5]
+    target, z, tmp, violation, signs = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4]
     eps = np.finfo(c.dtype).eps
     c_max = 0.0
     for j in range(k):
@@ -133,19 +133,14 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
     _gradient(gram, c, w, support, s, g, tmp)
     it = 0
     resolve = s > 0
-    solved = 0  # fwd[:solved] = L^{-1} t for the support's first rows
     while True:
         if resolve:
-            # z = G_SS^{-1} t, t = c_S - lam_S s_S; a code it leaves short of
+            # z = G_SS^{-1} (c_S - lam_S s_S); a code it leaves short of
             # tol in float32 (an ill-conditioned support) goes to the
-            # general solver below. The forward half L^{-1} t is kept between
-            # solves: atoms that enter add a row each (O(s), not O(s^2)).
-            for a in range(solved, s):
+            # general solver below.
+            for a in range(s):
                 target[a] = c[support[a]] - lam[support[a]] * signs[a]
-            forward_rows(chol, solved, s, target, fwd)
-            solved = s
-            tmp[:s] = fwd[:s]
-            back_solve(chol, s, tmp, z)
+            chol_solve(chol, s, target, z, tmp)
             # Entering coefficients (still 0) whose target has the wrong sign
             # leave again at no cost, if others entered with them.
             entering, wrong, first = 0, 0, s
@@ -164,7 +159,6 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                         kept += 1
                 s = kept
                 refactor(gram, chol, support, s, first, tmp, eps)
-                solved = first
                 continue
             # Ratio test: stop where a coefficient would change sign.
             t = 1.0
@@ -190,8 +184,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                     support[a] = support[a + 1]
                     signs[a] = signs[a + 1]
                 s -= 1
-                remove_row(chol, s + 1, leave, fwd)
-                solved = s
+                remove_row(chol, s + 1, leave)
                 if it < max_iter:
                     continue  # re-solve on the smaller support
             resolve = False
@@ -227,7 +220,6 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
             if it >= max_iter or not _pivot(gram, chol, support, signs, s, j_worst, g, w, lam, target, z, tmp, eps):
                 return it, res  # left to the general solver
             it += 1
-            solved = 0
         resolve = True
 
 
