@@ -135,6 +135,7 @@ class _Model:
         self.problem, self.basis, self.lam, self.p, self.low = problem, basis, lam, p, low
         self.products = Products(problem.family, basis, low, gram)
         self.gram = self.products.gram
+        self._shared = {}  # what the models of its rows share (_rows copies the reference)
 
     def _rows(self, x, xb, half_xx):
         rows = object.__new__(_Model)
@@ -145,6 +146,13 @@ class _Model:
     def of(self, x):
         """The model of the rows ``x`` (the matrices shared)."""
         return self._rows(x, x @ self.basis, 0.5 * x.square().sum(-1))
+
+    def column_norms(self):
+        """``|b_k|^2`` (``G_kk``), formed once for the model and the models of its rows."""
+        norms = self._shared.get("column_norms")
+        if norms is None:
+            norms = self._shared["column_norms"] = self.basis.square().sum(0)
+        return norms
 
     def cast(self, rows):
         """Another model's rows in this model's dtype (``B^T x`` cast, not formed anew)."""

@@ -398,7 +398,7 @@ class _Chunk:
         as_k = lambda v, dtype: torch.broadcast_to(v, (k,)).to(dtype).contiguous().numpy()  # noqa: E731
         self.lam, self.p = as_k(model.lam, self.dtype), as_k(model.p, self.dtype)
         self.lam_low = as_k(model.lam, self.low)
-        self.gii = basis.square().sum(0).contiguous().numpy()
+        self.gii = model.column_norms().contiguous().numpy()  # (once a solve: 46 us at 784x256 float64)
         self.x, self.xb, self.half_xx = model.x, model.xb.contiguous().numpy(), model.half_xx.contiguous().numpy()
         self.xb_max = np.abs(self.xb).max(1)
         self.tiny = float(torch.finfo(self.dtype).tiny)
