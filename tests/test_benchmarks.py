@@ -68,6 +68,14 @@ def test_profile_smooth_smoke():
     assert out["steps_max"] >= 1 and min(out["products_per_step"]) >= 1
 
 
+def test_l1_per_code_smoke(capsys):
+    rows = _load("l1_per_code").main(["--smoke"])
+    assert [(r["problem"], r["dtype"]) for r in rows] == [("64x256", "float32"), ("64x256", "float64")]
+    # the planted codes hold about 7.5% of the 256 atoms
+    assert all(r["us_a_code"] > 0 and r["iterations"] >= 1 and 10 < r["support"] < 30 for r in rows)
+    assert "one thread, the loop alone" in capsys.readouterr().out
+
+
 def test_flops_counts_matrix_products_by_dtype():
     flops = _load("flops")
     a, b = torch.randn(5, 7), torch.randn(7, 3, dtype=torch.float64)
