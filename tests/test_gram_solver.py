@@ -56,6 +56,35 @@ def test_same_codes_as_the_torch_active_set(prior, shape):
     torch.testing.assert_close(info.residual, _residual(prior, x, basis, lam, ours), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_scan_lists_the_worst_violators_off_the_support(nonneg):
+    """The kernel's optimality scan: the residual from every coefficient, and
+    as candidates exactly the zero coefficients whose violation is within
+    ``_ENTER_SHARE`` of the worst; a support atom whose step ended at 0 is off it."""
+    import numpy as np
+
+    from diffsc.solvers import gram as gram_module
+    g = torch.Generator().manual_seed(11)
+    k = 200
+    grad = torch.randn(k, generator=g, dtype=torch.float64).numpy()
+    lam = torch.rand(k, generator=g, dtype=torch.float64).numpy() + 0.5
+    w = np.zeros(k)
+    support = np.array([3, 50, 77, 120, 199])
+    w[support[:4]] = [0.7, -1.2, 0.3, -0.1]  # 199 stays on the list at 0
+    cand, violation = np.empty(k, np.int64), np.empty(k)
+    res, n_cand, worst = gram_module._scan(grad, 0.25, lam, w, nonneg, support, support.size, cand, violation)
+    off = w == 0
+    v = (-grad if nonneg else np.abs(grad)) - lam
+    expected_worst = max(v[off].max(), 0.0)
+    on = np.abs(grad + lam * np.sign(w))[~off].max()
+    scale = max(np.abs(grad).max(), lam[~off].max(), 0.25)
+    assert worst == pytest.approx(expected_worst, rel=1e-12) and expected_worst > 0
+    assert res == pytest.approx(max(on, expected_worst) / scale, rel=1e-12)
+    listed = np.flatnonzero(off & (v >= gram_module._ENTER_SHARE * expected_worst))
+    assert n_cand == listed.size and (cand[:n_cand] == listed).all()
+    np.testing.assert_allclose(violation[:n_cand], v[listed], rtol=1e-12)
+
+
 def test_float32_reaches_its_default_tolerance():
     x, basis = _planted(500, 64, 256, seed=1)
     codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), prior="l1", strength=0.2)

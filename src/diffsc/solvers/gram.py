@@ -172,7 +172,7 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
             if t <= 0.0:
                 # Only the entering coefficient can stop the step at once: its
                 # sign was wrong to rounding. Left to the general solver.
-                return it, _scan(g, c_max, lam, w, nonneg, cand, violation)[0]
+                return it, _scan(g, c_max, lam, w, nonneg, support, s, cand, violation)[0]
             for a in range(s):
                 j = support[a]
                 tmp[a] = -w[j] if a == leave else t * (z[a] - w[j])
@@ -189,11 +189,11 @@ def _solve_one(gram, c, lam, w, nonneg, tol, max_iter, chol, g, scratch, support
                     continue  # re-solve on the smaller support
             resolve = False
         # Optimality: on the support g + lam s = 0; off it |g| <= lam (nonneg:
-        # -g <= lam). The same pass lists the violators, candidates to enter.
-        res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
+        # -g <= lam). The worst violators are the candidates to enter.
+        res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, support, s, cand, violation)
         if res <= tol:
             _gradient(gram, c, w, support, s, g, tmp)  # exact, not accumulated, before stopping
-            res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, cand, violation)
+            res, n_cand, worst = _scan(g, c_max, lam, w, nonneg, support, s, cand, violation)
             if res <= tol:
                 return it, res
         if it >= max_iter or n_cand == 0:
@@ -277,24 +277,36 @@ def _pivot(gram, chol, support, signs, s, j, g, w, lam, rhs, u, y, eps):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _scan(g, c_max, lam, w, nonneg, cand, violation):
+def _scan(g, c_max, lam, w, nonneg, support, s, cand, violation):
     """``Problem.residual`` for the gaussian family from ``g = B^T (Bw - x)``,
-    and the zero coefficients that violate optimality (their count, the worst)."""
-    on_support, g_max, lam_max, worst = 0.0, 0.0, 0.0, 0.0
-    n_cand = 0
+    and the zero coefficients that violate optimality most: those within
+    ``_ENTER_SHARE`` of the worst, the candidates to enter (their count, the worst).
+
+    The pass over all ``K`` coefficients has no branch (it vectorises); the
+    few candidates are listed in a second pass. With a branch per coefficient,
+    mispredicted where violators lie at random, the scan took a fifth to a
+    quarter of the loop (``benchmarks/l1_per_code.py``, HISTORY.md)."""
+    g_max, worst = 0.0, 0.0
     for j in range(g.shape[0]):
         gj = g[j]
         g_max = max(g_max, abs(gj))
-        if w[j] != 0.0:
-            on_support = max(on_support, abs(gj + lam[j] * np.sign(w[j])))
+        v = (-gj if nonneg else abs(gj)) - lam[j]
+        worst = max(worst, v if w[j] == 0.0 else 0.0)
+    on_support, lam_max = 0.0, 0.0  # on the support g + lam s = 0
+    for a in range(s):
+        j = support[a]
+        if w[j] != 0.0:  # (an atom whose step ended at 0 counts as off the support, above)
+            on_support = max(on_support, abs(g[j] + lam[j] * np.sign(w[j])))
             lam_max = max(lam_max, lam[j])
-        else:
-            v = -gj - lam[j] if nonneg else abs(gj) - lam[j]
-            if v > 0.0:
+    n_cand = 0
+    if worst > 0.0:
+        bar = _ENTER_SHARE * worst
+        for j in range(g.shape[0]):
+            v = (-g[j] if nonneg else abs(g[j])) - lam[j]
+            if v >= bar and w[j] == 0.0:
                 cand[n_cand] = j
                 violation[n_cand] = v
                 n_cand += 1
-                worst = max(worst, v)
     scale = max(g_max, lam_max, c_max)
     res = max(on_support, worst)
     return (res / scale if scale > 0 else res), n_cand, worst
