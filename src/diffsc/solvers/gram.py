@@ -285,7 +285,7 @@ def _scan(g, c_max, lam, w, nonneg, support, s, cand, violation):
     The pass over all ``K`` coefficients has no branch (it vectorises); the
     few candidates are listed in a second pass. With a branch per coefficient,
     mispredicted where violators lie at random, the scan took a fifth to a
-    quarter of the loop (``benchmarks/l1_per_code.py``, HISTORY.md)."""
+    third of the loop (``benchmarks/l1_per_code.py``, HISTORY.md)."""
     g_max, worst = 0.0, 0.0
     for j in range(g.shape[0]):
         gj = g[j]
