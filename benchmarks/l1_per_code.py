@@ -16,8 +16,9 @@ times drift by 10-25% over minutes, so only alternating runs compare
 (``--this SRC`` likewise replaces this checkout's copy). The table gives
 the median microseconds a code, the iterations and support size a code,
 the largest difference between the two versions' codes, and ``ratio`` =
-the other's median / this one's (> 1: this one is faster). The same code
-against itself reads 0.99-1.02 here.
+the other's median / this one's (> 1: this one is faster). The two take
+turns going first (the first of a pair ran slower in an early A/B). The
+same code against itself read 0.82-1.03 here, median 0.996.
 
     python benchmarks/l1_per_code.py                              # one minute
     python benchmarks/l1_per_code.py --against /tmp/base/src      # two versions alternately
@@ -103,8 +104,9 @@ def main(argv=None):
             times, codes = {v: [] for v in versions}, {}
             for v, module in versions.items():  # untimed: compiles or loads the kernels
                 run_loop(module, gram, c[:BLOCK], lam, TOL[dtype], min(d, k))
-            for _ in range(args.repeats):
-                for v, module in versions.items():
+            for repeat in range(args.repeats):
+                order = list(versions.items())
+                for v, module in order if repeat % 2 == 0 else order[::-1]:
                     seconds, w, iterations = run_loop(module, gram, c, lam, TOL[dtype], min(d, k))
                     times[v].append(seconds)
                     codes[v] = (w, iterations)
