@@ -109,6 +109,16 @@ def test_ridge_start_smoke(capsys):
     assert "ridge start" in capsys.readouterr().out
 
 
+def test_fused_rows_smoke(capsys):
+    newton_cg = importlib.import_module("diffsc.solvers.newton_cg")
+    default = newton_cg.FUSED_ROWS
+    rows = _load("fused_rows").main(["--smoke"])
+    assert [r["n"] for r in rows] == [1, 4] and all(r["converged"] for r in rows)
+    assert all(r["fused_ms"] > 0 and r["chunk_ms"] > 0 and r["fused_steps"] >= 1 for r in rows)
+    assert newton_cg.FUSED and newton_cg.FUSED_ROWS == default  # set back for the other tests
+    assert "fused loop" in capsys.readouterr().out
+
+
 def test_blas_threads_smoke(capsys):
     rows = _load("blas_threads").main(["--smoke"])
     assert [(r["family"], r["prior"]) for r in rows] == [("gaussian", "signed_kl"), ("softmax", "kl")]

@@ -18,12 +18,26 @@ import diffsc.solvers.newton_cg_compiled as compiled
 newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
 
 
-@pytest.fixture(params=["compiled", "torch"])
+def _take(monkeypatch, loop):
+    monkeypatch.setattr(newton_cg_module, "COMPILED", loop != "torch")
+    monkeypatch.setattr(newton_cg_module, "FUSED", loop == "fused")
+    if loop == "fused":  # every cold start, however many rows
+        monkeypatch.setattr(newton_cg_module, "FUSED_ROWS", 10**9)
+    return loop
+
+
+@pytest.fixture(params=["fused", "compiled", "torch"])
 def loop(request, monkeypatch):
-    """Gaussian codes on the CPU take the compiled loop; CUDA (and any other
-    family) the torch loop, checked here on the CPU."""
-    monkeypatch.setattr(newton_cg_module, "COMPILED", request.param == "compiled")
-    return request.param
+    """Gaussian codes on the CPU take the fused loop (a few rows, cold
+    started) or the compiled chunk loop; CUDA (and any other family) the
+    torch loop, checked here on the CPU."""
+    return _take(monkeypatch, request.param)
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def chunk_loop(request, monkeypatch):
+    """The chunk loops alone: what they do that the fused loop hands back to them."""
+    return _take(monkeypatch, request.param)
 
 
 def _codes(x, basis, solver, **kw):
@@ -71,16 +85,16 @@ def test_rows_at_once_cache_sized_on_cpu_memory_sized_on_gpu():
     assert rows_in_memory(16e9, 10**9, at_least=64) == 64  # never fewer than the CPU's
 
 
-def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, loop):
+def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, chunk_loop):
     # CG iterations that report failure (one row in three) or stop after two
     # (short of the true residual asked): those rows take the factored
     # Newton step, and the codes are those of the factored solver.
     x, basis = planted(40, 16, 32, seed=2)
     kw = dict(prior="signed_kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     factored = []
-    module = compiled if loop == "compiled" else newton_cg_module
+    module = compiled if chunk_loop == "compiled" else newton_cg_module
     hessian_solve = module.hessian_solve
-    if loop == "compiled":
+    if chunk_loop == "compiled":
         cg = compiled.compiled_cg
 
         def short_cg(*args):
@@ -108,12 +122,12 @@ def test_rows_cg_cannot_solve_take_the_factored_step(monkeypatch, loop):
     torch.testing.assert_close(w, _codes(x, basis, "newton", **kw)[0], rtol=1e-6, atol=1e-10)
 
 
-def test_ill_conditioned_codes_converge_as_the_factored_solver_does(monkeypatch, loop):
+def test_ill_conditioned_codes_converge_as_the_factored_solver_does(monkeypatch, chunk_loop):
     # lam = p = 1e-4, K > D: H's scaled form has condition numbers far beyond
     # what 50 CG iterations solve; those steps are factored.
     x, basis = problem_data("gaussian", n=16, d=8, k=30, seed=7)
     kw = dict(prior="kl", strength=1e-4, prior_mean=1e-4, max_iter=300)
-    module = compiled if loop == "compiled" else newton_cg_module
+    module = compiled if chunk_loop == "compiled" else newton_cg_module
     factored, hessian_solve = [], module.hessian_solve
     monkeypatch.setattr(module, "hessian_solve", lambda *a, **k: factored.append(1) or hessian_solve(*a, **k))
     w, info = _codes(x, basis, "newton_cg", **kw)
@@ -159,7 +173,7 @@ def spy_on_chunks(monkeypatch):
     return calls
 
 
-def test_float32_phase_then_float64_within_max_iter(monkeypatch, loop):
+def test_float32_phase_then_float64_within_max_iter(monkeypatch, chunk_loop):
     x, basis = planted(30, 16, 32, seed=6)
     kw = dict(prior="kl", strength=0.05, prior_mean=0.01, tol=1e-10)
     calls = spy_on_chunks(monkeypatch)
@@ -419,7 +433,7 @@ def test_kl_codes_rising_far_past_their_jumps(solver, dtype, monkeypatch):
     torch.testing.assert_close(w, diffsc.sparse_code(x, basis, **kw), **tol)
 
 
-def test_codes_float32_left_at_its_floor_finish_in_one_float64_step(monkeypatch, loop):
+def test_codes_float32_left_at_its_floor_finish_in_one_float64_step(monkeypatch, chunk_loop):
     # Gaussian KL codes, the benchmarks' lam and p: codes float32 leaves at
     # its floor (1e-38) that float64 puts lower converged only linearly in
     # float64 (CG scales their steps by its alpha) until they took their own

@@ -411,8 +411,10 @@ def test_float32_kl_rows_that_stall_are_finished_in_float64(seed, d, k, scale, m
     newton_cg_module = sys.modules["diffsc.solvers.newton_cg"]
     x, basis = problem_data("gaussian", n=16, d=d, k=k, seed=seed, dtype=torch.float32)
     kw = dict(prior="kl", strength=1e-4, prior_mean=1e-4, max_iter=300)
-    _, info = diffsc.sparse_code_with_info(scale * x, basis, **kw)
-    assert bool(info.converged.all()), (int(info.converged.sum()), float(info.residual.max()))
+    for fused in (True, False):  # 16 rows: the fused loop; then the chunk loop, whose rows crept
+        monkeypatch.setattr(newton_cg_module, "FUSED", fused)
+        _, info = diffsc.sparse_code_with_info(scale * x, basis, **kw)
+        assert bool(info.converged.all()), (int(info.converged.sum()), float(info.residual.max()))
     monkeypatch.setattr(newton_cg_module, "_WIDENED_STALL_STEPS", 10**6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", diffsc.ConvergenceWarning)

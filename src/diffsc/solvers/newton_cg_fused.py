@@ -1,0 +1,312 @@
+"""Newton-CG for a few rows: the whole loop compiled, no Python between kernels.
+
+On a batch of one to a few dozen inputs the chunk loop of
+:mod:`.newton_cg_compiled` spends its time between its kernels, not in
+them: each Newton step makes about ten kernel calls, a CG loop, products
+through torch and two dozen small numpy arrays, about 300 us a step on
+one 64x256 signed-KL input (1.4-1.6 ms a call, where its L1 code takes
+0.06 ms). Here the same iteration runs as one numba function
+(:func:`_solve`), each row on a thread of its own (:func:`_solve_rows`),
+around the chunk loop's kernels compiled again without their threads
+(:func:`_serial`) and products written out (:func:`_times`), in the codes'
+own dtype: at this size float32's first phase saves nothing. The first
+call of a dtype compiles it (about 20 s; numba caches it).
+
+It takes the common case: a cold start (the ridge codes, or the prior's
+minimiser) whose every CG solve reaches its accuracy. A CG that falls
+short (an ill-conditioned ``H``, which the chunk loop takes by Newton's
+factored step) hands the whole call back to the chunk loop, which starts
+over (:func:`fused_rows` returns None); so do warm starts, whose rows the
+chunk loop compares with a cold start (:class:`.newton_cg._Fallback`).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numba
+import numpy as np
+import torch
+
+from .. import hessian_cg
+from ..hessian_cg import FASTMATH
+from . import newton_cg_compiled as chunk_loop
+from .newton import _MAX_BACKTRACK
+from .newton_cg_compiled import KL, PRIOR_CODES, SIGNED_KL, _rise, _stall_update
+
+
+def _serial(kernel, fastmath=FASTMATH):
+    """The chunk loop's kernel compiled again without its threads: here
+    the rows are spread over the threads, each row's kernels on its own."""
+    f = kernel.py_func
+    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    twin.__qualname__ = f.__qualname__ + "_serial"  # (its own cache entry)
+    return numba.njit(cache=True, fastmath=fastmath)(twin)
+
+
+_prepare, _scaled_step, _limit, _curve_points, _line_points, _lower_of_line, _accept = (
+    _serial(getattr(chunk_loop, name)) for name in
+    ("_prepare", "_scaled_step", "_limit", "_curve_points", "_line_points", "_lower_of_line", "_accept"))
+_hold_at_floor = _serial(chunk_loop._hold_at_floor, fastmath=False)
+_cg_start, _cg_step = _serial(hessian_cg._cg_start), _serial(hessian_cg._cg_step)
+
+#: Batches of at most this many rows take the fused loop (gaussian codes on the
+#: CPU): against the chunk loop 2.5-3.8x faster for one row, 1.3-2.2x for 16,
+#: 0.90-1.44x for 32, 0.71-0.97x for 64 (``benchmarks/fused_rows.py``).
+FUSED_ROWS = 16
+
+
+def fused_rows(model, w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
+    """``(w, iterations, residual, stalled)`` as :func:`.newton_cg_compiled.compiled_chunk`
+    returns them, for a cold start ``w``; None where a CG solve fell short."""
+    basis = model.basis
+    k = basis.shape[1]
+    dtype = basis.dtype
+    as_k = lambda v: torch.broadcast_to(v, (k,)).to(dtype).contiguous().numpy()  # noqa: E731
+    lam, p = as_k(model.lam), as_k(model.p)
+    gram_route = model.gram is not None
+    gram = model.gram.contiguous().numpy() if gram_route else np.empty((0, 0), basis.numpy().dtype)
+    xb = model.xb.contiguous().numpy()
+    tiny, eps = float(torch.finfo(dtype).tiny), float(torch.finfo(dtype).eps)
+    prior = PRIOR_CODES[model.problem.prior.name]
+    floor_s = np.log(tiny / p) if prior == KL else np.zeros_like(p)
+    w = w.contiguous().clone().numpy()
+    out = _solve_rows(prior, gram_route, gram, basis.contiguous().numpy(), model.x.contiguous().numpy(), xb,
+                      np.abs(xb).max(1), model.half_xx.contiguous().numpy(), lam, p, model.column_norms().numpy(),
+                      tiny, eps, floor_s, w, tol, max_iter, forcing, tighten, cg_max, stall_steps)
+    iterations, residual, stalled, ok = out
+    if not ok.all():
+        return None
+    return (torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual),
+            torch.from_numpy(stalled & (residual > tol)))
+
+
+# ---------------------------------------------------------------- products and the curve
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _times(v, m):
+    """``v m``, each row of ``m`` read once for all rows of ``v``. (Not
+    ``np.dot``: BLAS's thread team beside numba's and torch's, each waiting
+    for the others' cores, made 64 rows take 5-9 ms where they took 0.2 ms
+    with BLAS on one thread.)"""
+    out = np.zeros((v.shape[0], m.shape[1]), v.dtype)
+    for l in range(m.shape[0]):
+        for i in range(v.shape[0]):
+            a = v[i, l]
+            for j in range(m.shape[1]):
+                out[i, j] += a * m[l, j]
+    return out
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _times_transposed(v, m):
+    """``v m^T``: row by row dot products."""
+    out = np.empty((v.shape[0], m.shape[0]), v.dtype)
+    for i in range(v.shape[0]):
+        for d in range(m.shape[0]):
+            acc = 0.0
+            for j in range(m.shape[1]):
+                acc += v[i, j] * m[d, j]
+            out[i, d] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _product(v, gram_route, gram, basis):
+    """``v B^T B`` for the rows of ``v``."""
+    if gram_route:
+        return _times(v, gram)
+    return _times(_times_transposed(v, basis), basis)
+
+
+@numba.njit(cache=True)
+def _loss_gradient(cand, x, gram_route, gram, basis, half_xx):
+    """What :func:`.newton_cg_compiled._accept` needs of ``D_L`` at ``cand``
+    (:meth:`.newton_cg_compiled._Chunk.loss_gradient`)."""
+    if gram_route:
+        return _times(cand, gram), half_xx
+    diff = _times_transposed(cand, basis) - x
+    loss = np.empty(diff.shape[0], diff.dtype)
+    for i in range(diff.shape[0]):
+        loss[i] = 0.5 * (diff[i] * diff[i]).sum()
+    return _times(diff, basis), loss
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def _mirror_points(prior, s, out, p):
+    """``(grad R)^{-1}(s)`` into ``out`` (:meth:`.newton_cg_compiled._Chunk.points`, before the floor)."""
+    for i in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            if prior == SIGNED_KL:
+                out[i, j] = 2 * p[j] * np.sinh(s[i, j])
+            elif prior == KL:
+                out[i, j] = p[j] * np.exp(s[i, j])
+            else:
+                out[i, j] = s[i, j]
+
+
+@numba.njit(cache=True)
+def _points(prior, s, out, p, tiny, floor_s):
+    _mirror_points(prior, s, out, p)
+    if prior == KL:
+        _hold_at_floor(out, s, tiny, floor_s)
+
+
+@numba.njit(cache=True)
+def _mirror(prior, w, p):
+    """``s = grad R(w)`` (:meth:`.newton_cg_compiled._Chunk.mirror`)."""
+    s = np.zeros_like(w)
+    at_minimiser = True
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            at_minimiser = at_minimiser and w[i, j] == (p[j] if prior == KL else 0)
+    if at_minimiser:
+        return s
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            if prior == KL:
+                s[i, j] = np.log(w[i, j] / p[j])
+            elif prior == SIGNED_KL:
+                s[i, j] = np.arcsinh(w[i, j] / (2 * p[j]))
+            else:
+                s[i, j] = w[i, j]
+    return s
+
+
+# ---------------------------------------------------------------- CG and the Newton step
+
+
+@numba.njit(cache=True)
+def _cg(gram_route, gram, basis, shift, res, scale, inv_diag, rel, max_iter):
+    """:func:`diffsc.hessian_cg.compiled_cg`, compiled whole: ``(z, done)``."""
+    n = res.shape[0]
+    q, sq = np.empty_like(res), np.empty_like(res)
+    rz, target, done = np.empty(n, res.dtype), np.empty(n, res.dtype), np.empty(n, np.bool_)
+    _cg_start(res, scale, inv_diag, rel, q, sq, rz, target, done)
+    sol = np.zeros_like(q)
+    halted = np.zeros_like(done)
+    live = np.arange(n)
+    q_l, sq_l, res_l, scale_l, inv_l, sol_l = q, sq, res, scale, inv_diag, sol
+    rz_l, target_l, halted_l, done_l = rz, target, halted, done
+    for _ in range(max_iter):
+        finished = halted_l | done_l
+        left = finished.size - np.count_nonzero(finished)
+        if left == 0:
+            break
+        if 2 * left <= finished.size:  # compact: finished rows stop costing
+            for a in range(live.size):
+                sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
+            keep = np.flatnonzero(~finished)
+            live, sol_l, q_l, sq_l, res_l = live[keep], sol_l[keep], q_l[keep], sq_l[keep], res_l[keep]
+            scale_l, inv_l, rz_l, target_l = scale_l[keep], inv_l[keep], rz_l[keep], target_l[keep]
+            halted_l, done_l = halted_l[keep], done_l[keep]
+        _cg_step(_product(sq_l, gram_route, gram, basis), q_l, sq_l, res_l, sol_l, scale_l, shift, inv_l, rz_l,
+                 target_l, halted_l, done_l)
+    for a in range(live.size):
+        sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
+    return sol, done
+
+
+@numba.njit(cache=True)
+def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
+                 w, s, f, grad_loss, residual, missed, tol, forcing, tighten, cg_max):
+    """:func:`.newton_cg_compiled._newton_step` for these rows, in place:
+    ``(accepted, whole step, ok)``; not ``ok`` where a CG solve fell short."""
+    n, k = w.shape
+    g, scale, far_step = np.empty_like(w), np.empty_like(w), np.empty_like(w)
+    far, far_rows = np.empty((n, k), np.bool_), np.empty(n, np.bool_)
+    rel = np.empty(n, w.dtype)
+    scale_cg, inv_diag, res = np.empty_like(w), np.empty_like(w), np.empty_like(w)
+    _prepare(prior, w, s, grad_loss, lam, p, gii, residual, missed, tol, forcing, tighten, tiny,
+             g, scale, far, far_step, far_rows, rel, scale_cg, inv_diag, res)
+    sol, done = _cg(gram_route, gram, basis, lam, res, scale_cg, inv_diag, rel, cg_max)
+    accepted = np.zeros(n, np.bool_)
+    if not done.all():
+        return accepted, accepted, False
+    step = np.empty_like(w)
+    _scaled_step(sol, scale, far, step)
+    ds, slope, g_norm, rises = np.empty_like(w), np.empty(n, w.dtype), np.empty(n, w.dtype), np.empty(n, np.bool_)
+    _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, rises, g_norm)
+    rising = rises.any()
+
+    t = np.ones(n, w.dtype)
+    cand, s_cand = np.empty_like(w), np.empty_like(w)
+    rows = np.arange(n)
+    for trial in range(_MAX_BACKTRACK):
+        c, sc = cand[: rows.size], s_cand[: rows.size]
+        _curve_points(rows, s, ds, t, sc)
+        _points(prior, sc, c, p, tiny, floor_s)
+        if rising:
+            _rise(rows, w, s, ds, t, far, rises, p, tiny, c, sc)
+        x_rows = x if rows.size == n else x[rows]
+        grad, loss = _loss_gradient(c, x_rows, gram_route, gram, basis, half_xx)
+        if prior == KL and trial > 1:  # the curve failed at t = 1 and 1/2: KL's bent line too
+            line, s_line = np.empty_like(c), np.empty_like(c)
+            _line_points(rows, w, step, far, t, tiny, c, sc, p, line, s_line)
+            grad_line, loss_line = _loss_gradient(line, x_rows, gram_route, gram, basis, half_xx)
+            _lower_of_line(prior, rows, c, sc, grad, loss, line, s_line, grad_line, loss_line, gram_route, xb,
+                           half_xx, lam, p, eps, w, s, grad_loss, f)
+        _accept(prior, rows, c, sc, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps, slope, g_norm,
+                trial == 0, False, t, accepted, w, s, f, grad_loss, residual)
+        rows = np.flatnonzero(~accepted)
+        if rows.size == 0:
+            break
+    return accepted, accepted & (t == 1), True
+
+
+@numba.njit(cache=True)
+def _solve(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
+           w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
+    """:func:`.newton_cg_compiled.compiled_chunk`'s loop: ``w`` in place;
+    ``(iterations, residual, stalled, ok)``."""
+    m, k = w.shape
+    s = _mirror(prior, w, p)
+    f, grad_loss, residual = np.empty(m, w.dtype), np.empty_like(w), np.empty(m, w.dtype)
+    # F, grad D_L and the residual at the start: a first evaluation, every row "accepted"
+    grad, loss = _loss_gradient(w, x, gram_route, gram, basis, half_xx)
+    unused = np.zeros(m, w.dtype)
+    _accept(prior, np.arange(m), w, s, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps, unused,
+            unused, False, True, unused, np.zeros(m, np.bool_), w, s, f, grad_loss, residual)
+    iterations = np.zeros(m, np.int64)
+    stuck = np.zeros(m, np.bool_)
+    mark, since, stalled, missed, last = residual.copy(), np.zeros(m, np.int64), stuck.copy(), \
+        np.zeros(m, np.int64), residual.copy()
+    for _ in range(max_iter):
+        idx = np.flatnonzero((residual > tol) & ~stuck & ~stalled)
+        if idx.size == 0:
+            break
+        if idx.size == m:
+            accepted, whole, ok = _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii,
+                                               tiny, eps, floor_s, w, s, f, grad_loss, residual, missed, tol,
+                                               forcing, tighten, cg_max)
+        else:
+            w_a, s_a, f_a, gl_a, r_a = w[idx], s[idx], f[idx], grad_loss[idx], residual[idx]
+            accepted, whole, ok = _newton_step(prior, gram_route, gram, basis, x[idx], xb[idx], xb_max[idx],
+                                               half_xx[idx], lam, p, gii, tiny, eps, floor_s, w_a, s_a, f_a, gl_a,
+                                               r_a, missed[idx], tol, forcing, tighten, cg_max)
+            for a in range(idx.size):
+                i = idx[a]
+                w[i], s[i], f[i], grad_loss[i], residual[i] = w_a[a], s_a[a], f_a[a], gl_a[a], r_a[a]
+        if not ok:
+            return iterations, residual, stalled, False
+        for a in range(idx.size):
+            stuck[idx[a]] = not accepted[a]
+            iterations[idx[a]] += 1
+        _stall_update(idx, residual, whole, stall_steps, mark, since, stalled, missed, last)
+    return iterations, residual, stalled, True
+
+
+@numba.njit(parallel=True, cache=True)
+def _solve_rows(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
+                w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
+    """:func:`_solve` row by row, the rows spread over the threads."""
+    m = w.shape[0]
+    iterations, residual = np.zeros(m, np.int64), np.zeros(m, w.dtype)
+    stalled, ok = np.zeros(m, np.bool_), np.zeros(m, np.bool_)
+    for i in numba.prange(m):
+        its, res, stall, fine = _solve(prior, gram_route, gram, basis, x[i:i + 1], xb[i:i + 1], xb_max[i:i + 1],
+                                       half_xx[i:i + 1], lam, p, gii, tiny, eps, floor_s, w[i:i + 1], tol, max_iter,
+                                       forcing, tighten, cg_max, stall_steps)
+        iterations[i], residual[i], stalled[i], ok[i] = its[0], res[0], stall[0], fine
+    return iterations, residual, stalled, ok
