@@ -115,7 +115,10 @@ def test_fused_rows_smoke(capsys):
     rows = _load("fused_rows").main(["--smoke"])
     assert [r["n"] for r in rows] == [1, 4] and all(r["converged"] for r in rows)
     assert all(r["fused_ms"] > 0 and r["chunk_ms"] > 0 and r["fused_steps"] >= 1 for r in rows)
+    assert all(r["backward_fused_ms"] > 0 and r["backward_chunk_ms"] > 0 for r in rows)
+    hessian_cg = importlib.import_module("diffsc.hessian_cg")
     assert newton_cg.FUSED and newton_cg.FUSED_ROWS == default  # set back for the other tests
+    assert hessian_cg.FUSED_CG_ROWS == 16
     assert "fused loop" in capsys.readouterr().out
 
 

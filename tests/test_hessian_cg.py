@@ -11,6 +11,15 @@ from diffsc.hessian import hessian_solve
 from helpers import problem_data
 
 
+#: Gaussian rows on the CPU: the fused loop (a few rows), compiled_cg; elsewhere the torch cg.
+LOOPS = ["fused", "compiled", "torch"]
+
+
+def _take(monkeypatch, loop):
+    monkeypatch.setattr(hessian_cg, "COMPILED", loop != "torch")
+    monkeypatch.setattr(hessian_cg, "FUSED_CG_ROWS", 10**9 if loop == "fused" else 0)
+
+
 def _state(family, prior, d, k, seed=0):
     x, basis = problem_data(family, n=40, d=d, k=k, seed=seed)
     problem = diffsc.Problem.of(family, prior)
@@ -28,9 +37,9 @@ def _state(family, prior, d, k, seed=0):
     ("softmax", "kl", 12, 20),
     ("poisson", "signed_kl", 12, 20),
 ])
-@pytest.mark.parametrize("compiled", [True, False])  # gaussian rows on the CPU: compiled_cg, else the torch cg
-def test_same_solution_as_the_factorisation(family, prior, d, k, compiled, monkeypatch):
-    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_same_solution_as_the_factorisation(family, prior, d, k, loop, monkeypatch):
+    _take(monkeypatch, loop)
     problem, basis, lam, p, w, r, rhs = _state(family, prior, d, k)
     by_cg, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)
     direct, ok_direct = hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)
@@ -40,11 +49,11 @@ def test_same_solution_as_the_factorisation(family, prior, d, k, compiled, monke
 
 
 @pytest.mark.parametrize(("d", "k"), [(12, 30), (30, 20)])  # products through B, through G
-@pytest.mark.parametrize("compiled", [True, False])
-def test_gaussian_solves_need_no_reconstruction(d, k, compiled, monkeypatch):
+@pytest.mark.parametrize("loop", LOOPS)
+def test_gaussian_solves_need_no_reconstruction(d, k, loop, monkeypatch):
     # the backward passes r = None for the gaussian family (S = I), on the
-    # torch loop (CUDA's) as on the compiled one, and to the factored solve
-    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
+    # torch loop (CUDA's) as on the compiled ones, and to the factored solve
+    _take(monkeypatch, loop)
     problem, basis, lam, p, w, r, rhs = _state("gaussian", "kl", d, k)
     by_cg, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, None, rhs)
     direct, ok_direct = hessian_solve(problem, basis, lam, p, w, None, rhs, direct=True)
@@ -53,9 +62,9 @@ def test_gaussian_solves_need_no_reconstruction(d, k, compiled, monkeypatch):
     torch.testing.assert_close(direct, hessian_solve(problem, basis, lam, p, w, r, rhs, direct=True)[0])
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_rows_cg_does_not_finish_are_factored(monkeypatch, compiled):
-    monkeypatch.setattr(hessian_cg, "COMPILED", compiled)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_rows_cg_does_not_finish_are_factored(monkeypatch, loop):
+    _take(monkeypatch, loop)
     problem, basis, lam, p, w, r, rhs = _state("gaussian", "kl", 12, 30)
     monkeypatch.setattr(hessian_cg, "CG_MAX", 2)
     partial, ok = hessian_cg.cg_solve(problem, basis, lam, p, w, r, rhs)

@@ -16,10 +16,15 @@ backward pass (tightly) for smooth priors. For the gaussian family on the
 CPU the iteration runs compiled (:func:`compiled_cg`, one fused pass per
 iteration around the products), which both use there; the backward's
 float64 solves there run float32 rounds of iterative refinement
-(:func:`_compiled_solve`).
+(:func:`_compiled_solve`). Solves of a few rows, where the Python between
+the passes and products is the time, run whole as one compiled loop, each
+row on a thread (:func:`fused_cg_rows`; the fused Newton-CG loop calls
+:func:`fused_cg`).
 """
 
 from __future__ import annotations
+
+import types
 
 import numba
 import numpy as np
@@ -54,8 +59,11 @@ ROW_VECTORS = 32
 #: the row sums; the no-NaN/no-inf flags are left out, because the kernels
 #: test for both (a curvature that is not > 0, an exp that overflows).
 FASTMATH = {"reassoc", "contract", "nsz"}
-#: Gaussian rows on the CPU take :func:`compiled_cg` in :func:`cg_solve`.
+#: Gaussian rows on the CPU take :func:`compiled_cg` in :func:`cg_solve`...
 COMPILED = True
+#: ... and solves of at most this many rows :func:`fused_cg_rows`, the whole
+#: loop compiled (``benchmarks/fused_rows.py``: the backward's ``backward_speedup``).
+FUSED_CG_ROWS = 16
 
 
 def rows_at_once(device, width, cpu_rows=ROWS):
@@ -248,6 +256,99 @@ def compiled_cg(product, shift, res, scale, inv_diag, rel, max_iter):
     return sol, done
 
 
+@numba.njit(cache=True, fastmath=FASTMATH)
+def times(v, m):
+    """``v m``, each row of ``m`` read once for all rows of ``v``. (Not
+    ``np.dot``: BLAS's thread team beside numba's and torch's, each waiting
+    for the others' cores, made 64 rows take 5-9 ms where they took 0.2 ms
+    with BLAS on one thread.)"""
+    out = np.zeros((v.shape[0], m.shape[1]), v.dtype)
+    for l in range(m.shape[0]):
+        for i in range(v.shape[0]):
+            a = v[i, l]
+            for j in range(m.shape[1]):
+                out[i, j] += a * m[l, j]
+    return out
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def times_transposed(v, m):
+    """``v m^T``: row by row dot products."""
+    out = np.empty((v.shape[0], m.shape[0]), v.dtype)
+    for i in range(v.shape[0]):
+        for d in range(m.shape[0]):
+            acc = 0.0
+            for j in range(m.shape[1]):
+                acc += v[i, j] * m[d, j]
+            out[i, d] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def gaussian_product(v, gram_route, gram, basis):
+    """``v B^T B`` for the rows of ``v``: by ``G`` on the Gram route, else through ``B``."""
+    if gram_route:
+        return times(v, gram)
+    return times(times_transposed(v, basis), basis)
+
+
+def serial_twin(kernel, fastmath=FASTMATH):
+    """A parallel kernel compiled again without its threads, for loops that
+    spread their rows over the threads themselves or have too few rows to
+    share (:func:`fused_cg`, :mod:`diffsc.solvers.newton_cg_fused`)."""
+    f = kernel.py_func
+    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    twin.__qualname__ = f.__qualname__ + "_serial"  # (its own cache entry)
+    return numba.njit(cache=True, fastmath=fastmath)(twin)
+
+
+_cg_start_serial, _cg_step_serial = serial_twin(_cg_start), serial_twin(_cg_step)
+
+
+@numba.njit(cache=True)
+def fused_cg(gram_route, gram, basis, shift, res, scale, inv_diag, rel, max_iter):
+    """:func:`compiled_cg` compiled whole, for a few gaussian rows: ``(z, done)``.
+    The products are :func:`gaussian_product`'s; the kernels run without threads."""
+    n = res.shape[0]
+    q, sq = np.empty_like(res), np.empty_like(res)
+    rz, target, done = np.empty(n, res.dtype), np.empty(n, res.dtype), np.empty(n, np.bool_)
+    _cg_start_serial(res, scale, inv_diag, rel, q, sq, rz, target, done)
+    sol = np.zeros_like(q)
+    halted = np.zeros_like(done)
+    live = np.arange(n)
+    q_l, sq_l, res_l, scale_l, inv_l, sol_l = q, sq, res, scale, inv_diag, sol
+    rz_l, target_l, halted_l, done_l = rz, target, halted, done
+    for _ in range(max_iter):
+        finished = halted_l | done_l
+        left = finished.size - np.count_nonzero(finished)
+        if left == 0:
+            break
+        if 2 * left <= finished.size:  # compact: finished rows stop costing
+            for a in range(live.size):
+                sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
+            keep = np.flatnonzero(~finished)
+            live, sol_l, q_l, sq_l, res_l = live[keep], sol_l[keep], q_l[keep], sq_l[keep], res_l[keep]
+            scale_l, inv_l, rz_l, target_l = scale_l[keep], inv_l[keep], rz_l[keep], target_l[keep]
+            halted_l, done_l = halted_l[keep], done_l[keep]
+        _cg_step_serial(gaussian_product(sq_l, gram_route, gram, basis), q_l, sq_l, res_l, sol_l, scale_l, shift,
+                        inv_l, rz_l, target_l, halted_l, done_l)
+    for a in range(live.size):
+        sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
+    return sol, done
+
+
+@numba.njit(parallel=True, cache=True)
+def fused_cg_rows(gram_route, gram, basis, shift, res, scale, inv_diag, rel, max_iter):
+    """:func:`fused_cg` row by row, the rows spread over the threads."""
+    n = res.shape[0]
+    sol, done = np.zeros_like(res), np.zeros(n, np.bool_)
+    for i in numba.prange(n):
+        z, ok = fused_cg(gram_route, gram, basis, shift, res[i:i + 1], scale[i:i + 1], inv_diag[i:i + 1],
+                         rel[i:i + 1], max_iter)
+        sol[i], done[i] = z[0], ok[0]
+    return sol, done
+
+
 #: A free coordinate whose scaled curvature ``S^2 H_ii`` is at most this
 #: share of the prior's part is nearly decoupled (:func:`decouple`).
 DECOUPLED = 1e-6
@@ -329,6 +430,13 @@ def _compiled_solve(products, scale, shift, diag, rhs, rel):
     # shift = lam times the scaled curvature, 1 for every prior solved here: one row holds it
     shift, scale, inv_diag = shift[0].contiguous().numpy(), scale.contiguous().numpy(), \
         diag.reciprocal().contiguous().numpy()
+    if b.shape[0] <= FUSED_CG_ROWS:  # (in the basis's dtype, as the rows below REFINE_ROWS)
+        gram = products.gram
+        gram_route = gram is not None
+        z, ok = fused_cg_rows(gram_route, gram.detach().contiguous().numpy() if gram_route else np.empty((0, 0), b.dtype),
+                              products.basis.detach().contiguous().numpy(), shift, b.copy(), scale, inv_diag,
+                         np.full(b.shape[0], rel, b.dtype), CG_MAX)
+        return torch.from_numpy(z), torch.from_numpy(ok)
     product = lambda v: products(torch.from_numpy(v), None).numpy()  # noqa: E731  (in v's dtype, or float32)
     if b.dtype != np.float64 or not REFINE or b.shape[0] < REFINE_ROWS:
         z, ok = compiled_cg(product, shift, b.copy(), scale, inv_diag, np.full(b.shape[0], rel, b.dtype), CG_MAX)

@@ -8,7 +8,8 @@ one 64x256 signed-KL input (1.4-1.6 ms a call, where its L1 code takes
 0.06 ms). Here the same iteration runs as one numba function
 (:func:`_solve`), each row on a thread of its own (:func:`_solve_rows`),
 around the chunk loop's kernels compiled again without their threads
-(:func:`_serial`) and products written out (:func:`_times`), in the codes'
+(:func:`diffsc.hessian_cg.serial_twin`) and products written out
+(:func:`diffsc.hessian_cg.times`), in the codes'
 own dtype: at this size float32's first phase saves nothing. The first
 call of a dtype compiles it (about 20 s; numba caches it).
 
@@ -28,27 +29,16 @@ import numba
 import numpy as np
 import torch
 
-from .. import hessian_cg
-from ..hessian_cg import FASTMATH
+from ..hessian_cg import FASTMATH, fused_cg, gaussian_product, serial_twin, times, times_transposed
 from . import newton_cg_compiled as chunk_loop
 from .newton import _MAX_BACKTRACK
 from .newton_cg_compiled import KL, PRIOR_CODES, SIGNED_KL, _rise, _stall_update
 
 
-def _serial(kernel, fastmath=FASTMATH):
-    """The chunk loop's kernel compiled again without its threads: here
-    the rows are spread over the threads, each row's kernels on its own."""
-    f = kernel.py_func
-    twin = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-    twin.__qualname__ = f.__qualname__ + "_serial"  # (its own cache entry)
-    return numba.njit(cache=True, fastmath=fastmath)(twin)
-
-
 _prepare, _scaled_step, _limit, _curve_points, _line_points, _lower_of_line, _accept = (
-    _serial(getattr(chunk_loop, name)) for name in
+    serial_twin(getattr(chunk_loop, name)) for name in
     ("_prepare", "_scaled_step", "_limit", "_curve_points", "_line_points", "_lower_of_line", "_accept"))
-_hold_at_floor = _serial(chunk_loop._hold_at_floor, fastmath=False)
-_cg_start, _cg_step = _serial(hessian_cg._cg_start), _serial(hessian_cg._cg_step)
+_hold_at_floor = serial_twin(chunk_loop._hold_at_floor, fastmath=False)
 
 #: Batches of at most this many rows take the fused loop (gaussian codes on the
 #: CPU): against the chunk loop 2.5-3.8x faster for one row, 1.3-2.2x for 16,
@@ -84,53 +74,17 @@ def fused_rows(model, w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
 # ---------------------------------------------------------------- products and the curve
 
 
-@numba.njit(cache=True, fastmath=FASTMATH)
-def _times(v, m):
-    """``v m``, each row of ``m`` read once for all rows of ``v``. (Not
-    ``np.dot``: BLAS's thread team beside numba's and torch's, each waiting
-    for the others' cores, made 64 rows take 5-9 ms where they took 0.2 ms
-    with BLAS on one thread.)"""
-    out = np.zeros((v.shape[0], m.shape[1]), v.dtype)
-    for l in range(m.shape[0]):
-        for i in range(v.shape[0]):
-            a = v[i, l]
-            for j in range(m.shape[1]):
-                out[i, j] += a * m[l, j]
-    return out
-
-
-@numba.njit(cache=True, fastmath=FASTMATH)
-def _times_transposed(v, m):
-    """``v m^T``: row by row dot products."""
-    out = np.empty((v.shape[0], m.shape[0]), v.dtype)
-    for i in range(v.shape[0]):
-        for d in range(m.shape[0]):
-            acc = 0.0
-            for j in range(m.shape[1]):
-                acc += v[i, j] * m[d, j]
-            out[i, d] = acc
-    return out
-
-
-@numba.njit(cache=True)
-def _product(v, gram_route, gram, basis):
-    """``v B^T B`` for the rows of ``v``."""
-    if gram_route:
-        return _times(v, gram)
-    return _times(_times_transposed(v, basis), basis)
-
-
 @numba.njit(cache=True)
 def _loss_gradient(cand, x, gram_route, gram, basis, half_xx):
     """What :func:`.newton_cg_compiled._accept` needs of ``D_L`` at ``cand``
     (:meth:`.newton_cg_compiled._Chunk.loss_gradient`)."""
     if gram_route:
-        return _times(cand, gram), half_xx
-    diff = _times_transposed(cand, basis) - x
+        return times(cand, gram), half_xx
+    diff = times_transposed(cand, basis) - x
     loss = np.empty(diff.shape[0], diff.dtype)
     for i in range(diff.shape[0]):
         loss[i] = 0.5 * (diff[i] * diff[i]).sum()
-    return _times(diff, basis), loss
+    return times(diff, basis), loss
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
@@ -178,37 +132,6 @@ def _mirror(prior, w, p):
 
 
 @numba.njit(cache=True)
-def _cg(gram_route, gram, basis, shift, res, scale, inv_diag, rel, max_iter):
-    """:func:`diffsc.hessian_cg.compiled_cg`, compiled whole: ``(z, done)``."""
-    n = res.shape[0]
-    q, sq = np.empty_like(res), np.empty_like(res)
-    rz, target, done = np.empty(n, res.dtype), np.empty(n, res.dtype), np.empty(n, np.bool_)
-    _cg_start(res, scale, inv_diag, rel, q, sq, rz, target, done)
-    sol = np.zeros_like(q)
-    halted = np.zeros_like(done)
-    live = np.arange(n)
-    q_l, sq_l, res_l, scale_l, inv_l, sol_l = q, sq, res, scale, inv_diag, sol
-    rz_l, target_l, halted_l, done_l = rz, target, halted, done
-    for _ in range(max_iter):
-        finished = halted_l | done_l
-        left = finished.size - np.count_nonzero(finished)
-        if left == 0:
-            break
-        if 2 * left <= finished.size:  # compact: finished rows stop costing
-            for a in range(live.size):
-                sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
-            keep = np.flatnonzero(~finished)
-            live, sol_l, q_l, sq_l, res_l = live[keep], sol_l[keep], q_l[keep], sq_l[keep], res_l[keep]
-            scale_l, inv_l, rz_l, target_l = scale_l[keep], inv_l[keep], rz_l[keep], target_l[keep]
-            halted_l, done_l = halted_l[keep], done_l[keep]
-        _cg_step(_product(sq_l, gram_route, gram, basis), q_l, sq_l, res_l, sol_l, scale_l, shift, inv_l, rz_l,
-                 target_l, halted_l, done_l)
-    for a in range(live.size):
-        sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
-    return sol, done
-
-
-@numba.njit(cache=True)
 def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
                  w, s, f, grad_loss, residual, missed, tol, forcing, tighten, cg_max):
     """:func:`.newton_cg_compiled._newton_step` for these rows, in place:
@@ -220,7 +143,7 @@ def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p,
     scale_cg, inv_diag, res = np.empty_like(w), np.empty_like(w), np.empty_like(w)
     _prepare(prior, w, s, grad_loss, lam, p, gii, residual, missed, tol, forcing, tighten, tiny,
              g, scale, far, far_step, far_rows, rel, scale_cg, inv_diag, res)
-    sol, done = _cg(gram_route, gram, basis, lam, res, scale_cg, inv_diag, rel, cg_max)
+    sol, done = fused_cg(gram_route, gram, basis, lam, res, scale_cg, inv_diag, rel, cg_max)
     accepted = np.zeros(n, np.bool_)
     if not done.all():
         return accepted, accepted, False
