@@ -79,7 +79,7 @@ Gaussian codes on the CPU (KL, signed KL, L2) run the same loop compiled,
 its elementwise passes fused (:mod:`.newton_cg_compiled`, 1.5-2x faster on
 the benchmarks' problems), and batches of at most ``FUSED_ROWS`` rows,
 cold started, run it whole as one compiled function, in their own dtype
-(:mod:`.newton_cg_fused`: one input 2.5-3.8x faster); CUDA and the other
+(:mod:`.newton_cg_fused`: one input 2.1-3.9x faster); CUDA and the other
 families run the torch loop below.
 """
 
