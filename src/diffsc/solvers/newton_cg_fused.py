@@ -9,9 +9,11 @@ one 64x256 signed-KL input (1.4-1.6 ms a call, where its L1 code takes
 (:func:`_solve`), each row on a thread of its own (:func:`_solve_rows`),
 around the chunk loop's kernels compiled again without their threads
 (:func:`diffsc.hessian_cg.serial_twin`) and products written out
-(:func:`diffsc.hessian_cg.times`), in the codes'
-own dtype: at this size float32's first phase saves nothing. The first
-call of a dtype compiles it (about 20 s; numba caches it).
+(:func:`diffsc.hessian_cg.times`), in the codes' own dtype: at this size
+float32's first phase saves nothing. The first call in a dtype compiles
+it, once (numba caches it): in an empty cache a first small float64
+signed-KL call took 39 s, against 23 s at ``6ce5ea1`` for the chunk
+loop's kernels, which a larger batch then still compiles (ad hoc).
 
 It takes the common case: a cold start (the ridge codes, or the prior's
 minimiser) whose every CG solve reaches its accuracy. A CG that falls
