@@ -65,3 +65,45 @@ def test_a_cg_that_falls_short_hands_the_rows_back(monkeypatch, fused_calls):
     assert fused_calls == [False] and bool(info.converged.all())
     exact, _ = diffsc.sparse_code_with_info(x, basis, solver="newton", **kw)
     torch.testing.assert_close(w, exact, rtol=1e-6, atol=1e-10)
+
+
+def _robustness_batch(seed, prior, lam, p):
+    """The gaussian batch of ``benchmarks/robustness.py`` for this seed and setting."""
+    import itertools
+
+    from helpers import random_basis, random_inputs
+
+    families, priors, settings = ["gaussian", "softmax", "poisson", "bernoulli"], ["l2", "kl", "signed_kl"], \
+        [(1e-4, 1e-4), (1e-2, 1e-3), (0.5, 0.1), (5.0, 2.0), (1e-3, 10.0)]
+    g = torch.Generator().manual_seed(seed)
+    d, k = int(torch.randint(3, 40, (1,), generator=g)), int(torch.randint(2, 80, (1,), generator=g))
+    for family, name, setting in itertools.product(families, priors, settings):
+        x = random_inputs(family, 16, d, g) * (10 if family == "gaussian" and seed % 2 else 1)
+        basis = random_basis(d, k, g)
+        if (family, name, setting) == ("gaussian", prior, (lam, p)):
+            return x, basis
+
+
+@pytest.mark.parametrize(("seed", "lam", "p"), [(3, 1e-4, 1e-4), (3, 1e-2, 1e-3), (9, 1e-2, 1e-3)])
+def test_kl_codes_near_zero_take_their_own_rows(fused_calls, seed, lam, p):
+    # Three of robustness.py's float64 KL batches, one row short each: CG's
+    # scaled norm does not see a KL code near 0, and without the chunk
+    # loop's decoupled rows (hessian_cg.decouple) one crept for 300 steps
+    # (residual 2.6e-3) and two stopped at 6.3e-6 and 2.1e-6 (tol 1e-10).
+    x, basis = _robustness_batch(seed, "kl", lam, p)
+    _, info = diffsc.sparse_code_with_info(x, basis, prior="kl", strength=lam, prior_mean=p, max_iter=300)
+    assert fused_calls == [True] and bool(info.converged.all()), float(info.residual.max())
+
+
+@pytest.mark.parametrize(("seed", "d", "k", "scale"), [(24, 6, 12, 1.0), (4, 12, 30, 10.0)])
+def test_a_row_no_step_lowers_hands_the_rows_back(fused_calls, seed, d, k, scale):
+    # Two of weak_kl.py's float64 batches (lam = p = 1e-4): near the
+    # tolerance one row's line search refused every point (residual 4.6e-10
+    # and 1.4e-10, tol 1e-10); handed back, the chunk loop's checked steps
+    # finish it.
+    from helpers import problem_data
+
+    x, basis = problem_data("gaussian", n=16, d=d, k=k, seed=seed)
+    _, info = diffsc.sparse_code_with_info(scale * x, basis, prior="kl", strength=1e-4, prior_mean=1e-4,
+                                           max_iter=300)
+    assert fused_calls == [False] and bool(info.converged.all()), float(info.residual.max())

@@ -16,11 +16,16 @@ signed-KL call took 39 s, against 23 s at ``6ce5ea1`` for the chunk
 loop's kernels, which a larger batch then still compiles (ad hoc).
 
 It takes the common case: a cold start (the ridge codes, or the prior's
-minimiser) whose every CG solve reaches its accuracy. A CG that falls
-short (an ill-conditioned ``H``, which the chunk loop takes by Newton's
-factored step) hands the whole call back to the chunk loop, which starts
-over (:func:`fused_rows` returns None); so do warm starts, whose rows the
-chunk loop compares with a cold start (:class:`.newton_cg._Fallback`).
+minimiser) whose every CG solve reaches its accuracy and whose every step
+is taken. A CG that falls short (an ill-conditioned ``H``, which the chunk
+loop takes by Newton's factored step) or a row no step lowers (weak KL
+priors near their tolerance: 4 of ``benchmarks/weak_kl.py``'s 400 float64
+batches, which the chunk loop's checked steps finish) hands the whole call
+back to the chunk loop, which starts over (:func:`fused_rows` returns
+None); so do warm starts, whose rows the chunk loop compares with a cold
+start (:class:`.newton_cg._Fallback`). Nearly decoupled coordinates take
+their own rows of each step, as the chunk loop's float64 steps do
+(:func:`_any_decoupled`).
 """
 
 from __future__ import annotations
@@ -31,15 +36,15 @@ import numba
 import numpy as np
 import torch
 
-from ..hessian_cg import FASTMATH, fused_cg, gaussian_product, serial_twin, times, times_transposed
+from ..hessian_cg import DECOUPLED, FASTMATH, fused_cg, gaussian_product, serial_twin, times, times_transposed
 from . import newton_cg_compiled as chunk_loop
 from .newton import _MAX_BACKTRACK
 from .newton_cg_compiled import KL, PRIOR_CODES, SIGNED_KL, _rise, _stall_update
 
 
-_prepare, _scaled_step, _limit, _curve_points, _line_points, _lower_of_line, _accept = (
+_prepare, _scaled_step, _decouple, _limit, _curve_points, _line_points, _lower_of_line, _accept = (
     serial_twin(getattr(chunk_loop, name)) for name in
-    ("_prepare", "_scaled_step", "_limit", "_curve_points", "_line_points", "_lower_of_line", "_accept"))
+    ("_prepare", "_scaled_step", "_decouple", "_limit", "_curve_points", "_line_points", "_lower_of_line", "_accept"))
 _hold_at_floor = serial_twin(chunk_loop._hold_at_floor, fastmath=False)
 
 #: Batches of at most this many rows take the fused loop (gaussian codes on the
@@ -50,7 +55,7 @@ FUSED_ROWS = 16
 
 def fused_rows(model, w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
     """``(w, iterations, residual, stalled)`` as :func:`.newton_cg_compiled.compiled_chunk`
-    returns them, for a cold start ``w``; None where a CG solve fell short."""
+    returns them, for a cold start ``w``; None where a CG solve fell short or a row's step was refused."""
     basis = model.basis
     k = basis.shape[1]
     dtype = basis.dtype
@@ -134,6 +139,19 @@ def _mirror(prior, w, p):
 
 
 @numba.njit(cache=True)
+def _any_decoupled(scale, far, gii, lam):
+    """Whether any free coordinate is nearly decoupled (a KL code near 0):
+    :func:`diffsc.hessian_cg.decouple` then solves its own row of the step,
+    which CG's scaled norm does not see. Without it rows crept: 3 of
+    ``robustness.py``'s 1,200 batches (gaussian KL, float64) fell short."""
+    for i in range(scale.shape[0]):
+        for j in range(scale.shape[1]):
+            if not far[i, j] and scale[i, j] * scale[i, j] * gii[j] <= DECOUPLED * lam[j]:
+                return True
+    return False
+
+
+@numba.njit(cache=True)
 def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
                  w, s, f, grad_loss, residual, missed, tol, forcing, tighten, cg_max):
     """:func:`.newton_cg_compiled._newton_step` for these rows, in place:
@@ -151,6 +169,8 @@ def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p,
         return accepted, accepted, False
     step = np.empty_like(w)
     _scaled_step(sol, scale, far, step)
+    if _any_decoupled(scale, far, gii, lam):  # (the chunk loop's float64 steps do the same)
+        _decouple(sol, scale, far, g, gaussian_product(step, gram_route, gram, basis), gii, lam, DECOUPLED, step)
     ds, slope, g_norm, rises = np.empty_like(w), np.empty(n, w.dtype), np.empty(n, w.dtype), np.empty(n, np.bool_)
     _limit(prior, w, s, g, step, far, far_step, far_rows, p, tiny, ds, slope, rises, g_norm)
     rising = rises.any()
@@ -194,11 +214,10 @@ def _solve(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, 
     _accept(prior, np.arange(m), w, s, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps, unused,
             unused, False, True, unused, np.zeros(m, np.bool_), w, s, f, grad_loss, residual)
     iterations = np.zeros(m, np.int64)
-    stuck = np.zeros(m, np.bool_)
-    mark, since, stalled, missed, last = residual.copy(), np.zeros(m, np.int64), stuck.copy(), \
+    mark, since, stalled, missed, last = residual.copy(), np.zeros(m, np.int64), np.zeros(m, np.bool_), \
         np.zeros(m, np.int64), residual.copy()
     for _ in range(max_iter):
-        idx = np.flatnonzero((residual > tol) & ~stuck & ~stalled)
+        idx = np.flatnonzero((residual > tol) & ~stalled)
         if idx.size == 0:
             break
         if idx.size == m:
@@ -213,10 +232,9 @@ def _solve(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, 
             for a in range(idx.size):
                 i = idx[a]
                 w[i], s[i], f[i], grad_loss[i], residual[i] = w_a[a], s_a[a], f_a[a], gl_a[a], r_a[a]
-        if not ok:
+        if not (ok and accepted.all()):  # a row no step lowers: the chunk loop's checked (or factored) steps may
             return iterations, residual, stalled, False
         for a in range(idx.size):
-            stuck[idx[a]] = not accepted[a]
             iterations[idx[a]] += 1
         _stall_update(idx, residual, whole, stall_steps, mark, since, stalled, missed, last)
     return iterations, residual, stalled, True
