@@ -62,8 +62,8 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 #: Gaussian rows on the CPU take :func:`compiled_cg` in :func:`cg_solve`...
 COMPILED = True
 #: ... and solves of at most this many rows :func:`fused_cg_rows`, the whole
-#: loop compiled: a backward on one row 1.3-1.9x faster, on 16 1.2-2.3x, on 64
-#: 0.87-1.46x (``benchmarks/fused_rows.py``'s ``backward_speedup``).
+#: loop compiled: a backward on one row 1.3-1.9x faster, on 16 1.1-2.3x, on 64
+#: 0.73-1.46x (``benchmarks/fused_rows.py``'s ``backward_speedup``, two runs).
 FUSED_CG_ROWS = 16
 
 

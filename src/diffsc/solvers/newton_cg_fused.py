@@ -49,7 +49,7 @@ _hold_at_floor = serial_twin(chunk_loop._hold_at_floor, fastmath=False)
 
 #: Batches of at most this many rows take the fused loop (gaussian codes on the
 #: CPU): against the chunk loop 2.1-3.9x faster for one row, 1.3-2.2x for 16,
-#: 0.90-1.75x for 32, 0.64-1.27x for 64 (``benchmarks/fused_rows.py``, two runs).
+#: 0.80-1.75x for 32, 0.53-1.27x for 64 (``benchmarks/fused_rows.py``, three runs).
 FUSED_ROWS = 16
 
 
