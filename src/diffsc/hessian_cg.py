@@ -308,33 +308,21 @@ _cg_start_serial, _cg_step_serial = serial_twin(_cg_start), serial_twin(_cg_step
 
 @numba.njit(cache=True)
 def fused_cg(gram_route, gram, basis, shift, res, scale, inv_diag, rel, max_iter):
-    """:func:`compiled_cg` compiled whole, for a few gaussian rows: ``(z, done)``.
-    The products are :func:`gaussian_product`'s; the kernels run without threads."""
+    """:func:`compiled_cg` compiled whole, for a few gaussian rows (its
+    callers give it one): ``(z, done)``. The products are
+    :func:`gaussian_product`'s; the kernels run without threads. Rows done
+    go on improving while others run (no compaction: the rows are few)."""
     n = res.shape[0]
     q, sq = np.empty_like(res), np.empty_like(res)
     rz, target, done = np.empty(n, res.dtype), np.empty(n, res.dtype), np.empty(n, np.bool_)
     _cg_start_serial(res, scale, inv_diag, rel, q, sq, rz, target, done)
     sol = np.zeros_like(q)
     halted = np.zeros_like(done)
-    live = np.arange(n)
-    q_l, sq_l, res_l, scale_l, inv_l, sol_l = q, sq, res, scale, inv_diag, sol
-    rz_l, target_l, halted_l, done_l = rz, target, halted, done
     for _ in range(max_iter):
-        finished = halted_l | done_l
-        left = finished.size - np.count_nonzero(finished)
-        if left == 0:
+        if (halted | done).all():
             break
-        if 2 * left <= finished.size:  # compact: finished rows stop costing
-            for a in range(live.size):
-                sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
-            keep = np.flatnonzero(~finished)
-            live, sol_l, q_l, sq_l, res_l = live[keep], sol_l[keep], q_l[keep], sq_l[keep], res_l[keep]
-            scale_l, inv_l, rz_l, target_l = scale_l[keep], inv_l[keep], rz_l[keep], target_l[keep]
-            halted_l, done_l = halted_l[keep], done_l[keep]
-        _cg_step_serial(gaussian_product(sq_l, gram_route, gram, basis), q_l, sq_l, res_l, sol_l, scale_l, shift,
-                        inv_l, rz_l, target_l, halted_l, done_l)
-    for a in range(live.size):
-        sol[live[a]], done[live[a]] = sol_l[a], done_l[a]
+        _cg_step_serial(gaussian_product(sq, gram_route, gram, basis), q, sq, res, sol, scale, shift, inv_diag, rz,
+                        target, halted, done)
     return sol, done
 
 
@@ -432,11 +420,10 @@ def _compiled_solve(products, scale, shift, diag, rhs, rel):
     shift, scale, inv_diag = shift[0].contiguous().numpy(), scale.contiguous().numpy(), \
         diag.reciprocal().contiguous().numpy()
     if b.shape[0] <= FUSED_CG_ROWS:  # (in the basis's dtype, as the rows below REFINE_ROWS)
-        gram = products.gram
-        gram_route = gram is not None
-        z, ok = fused_cg_rows(gram_route, gram.detach().contiguous().numpy() if gram_route else np.empty((0, 0), b.dtype),
-                              products.basis.detach().contiguous().numpy(), shift, b.copy(), scale, inv_diag,
-                         np.full(b.shape[0], rel, b.dtype), CG_MAX)
+        route = products.gram is not None
+        gram = products.gram.detach().contiguous().numpy() if route else np.empty((0, 0), b.dtype)
+        z, ok = fused_cg_rows(route, gram, products.basis.detach().contiguous().numpy(), shift, b.copy(), scale,
+                              inv_diag, np.full(b.shape[0], rel, b.dtype), CG_MAX)
         return torch.from_numpy(z), torch.from_numpy(ok)
     product = lambda v: products(torch.from_numpy(v), None).numpy()  # noqa: E731  (in v's dtype, or float32)
     if b.dtype != np.float64 or not REFINE or b.shape[0] < REFINE_ROWS:

@@ -30,8 +30,6 @@ their own rows of each step, as the chunk loop's float64 steps do
 
 from __future__ import annotations
 
-import types
-
 import numba
 import numpy as np
 import torch
@@ -203,40 +201,29 @@ def _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p,
 @numba.njit(cache=True)
 def _solve(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii, tiny, eps, floor_s,
            w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
-    """:func:`.newton_cg_compiled.compiled_chunk`'s loop: ``w`` in place;
-    ``(iterations, residual, stalled, ok)``."""
-    m, k = w.shape
+    """:func:`.newton_cg_compiled.compiled_chunk`'s loop for one row (``w``
+    of shape ``(1, K)``, in place): ``(iterations, residual, stalled, ok)``."""
     s = _mirror(prior, w, p)
-    f, grad_loss, residual = np.empty(m, w.dtype), np.empty_like(w), np.empty(m, w.dtype)
-    # F, grad D_L and the residual at the start: a first evaluation, every row "accepted"
+    f, grad_loss, residual = np.empty(1, w.dtype), np.empty_like(w), np.empty(1, w.dtype)
+    # F, grad D_L and the residual at the start: a first evaluation, "accepted"
     grad, loss = _loss_gradient(w, x, gram_route, gram, basis, half_xx)
-    unused = np.zeros(m, w.dtype)
-    _accept(prior, np.arange(m), w, s, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps, unused,
-            unused, False, True, unused, np.zeros(m, np.bool_), w, s, f, grad_loss, residual)
-    iterations = np.zeros(m, np.int64)
-    mark, since, stalled, missed, last = residual.copy(), np.zeros(m, np.int64), np.zeros(m, np.bool_), \
-        np.zeros(m, np.int64), residual.copy()
+    unused = np.zeros(1, w.dtype)
+    row = np.zeros(1, np.int64)
+    _accept(prior, row, w, s, grad, loss, gram_route, xb, xb_max, half_xx, lam, p, tiny, eps, unused, unused, False,
+            True, unused, np.zeros(1, np.bool_), w, s, f, grad_loss, residual)
+    iterations = np.zeros(1, np.int64)
+    mark, since, stalled, missed, last = residual.copy(), np.zeros(1, np.int64), np.zeros(1, np.bool_), \
+        np.zeros(1, np.int64), residual.copy()
     for _ in range(max_iter):
-        idx = np.flatnonzero((residual > tol) & ~stalled)
-        if idx.size == 0:
+        if not residual[0] > tol or stalled[0]:
             break
-        if idx.size == m:
-            accepted, whole, ok = _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii,
-                                               tiny, eps, floor_s, w, s, f, grad_loss, residual, missed, tol,
-                                               forcing, tighten, cg_max)
-        else:
-            w_a, s_a, f_a, gl_a, r_a = w[idx], s[idx], f[idx], grad_loss[idx], residual[idx]
-            accepted, whole, ok = _newton_step(prior, gram_route, gram, basis, x[idx], xb[idx], xb_max[idx],
-                                               half_xx[idx], lam, p, gii, tiny, eps, floor_s, w_a, s_a, f_a, gl_a,
-                                               r_a, missed[idx], tol, forcing, tighten, cg_max)
-            for a in range(idx.size):
-                i = idx[a]
-                w[i], s[i], f[i], grad_loss[i], residual[i] = w_a[a], s_a[a], f_a[a], gl_a[a], r_a[a]
-        if not (ok and accepted.all()):  # a row no step lowers: the chunk loop's checked (or factored) steps may
+        accepted, whole, ok = _newton_step(prior, gram_route, gram, basis, x, xb, xb_max, half_xx, lam, p, gii,
+                                           tiny, eps, floor_s, w, s, f, grad_loss, residual, missed, tol, forcing,
+                                           tighten, cg_max)
+        if not (ok and accepted[0]):  # no step lowers it: the chunk loop's checked (or factored) steps may
             return iterations, residual, stalled, False
-        for a in range(idx.size):
-            iterations[idx[a]] += 1
-        _stall_update(idx, residual, whole, stall_steps, mark, since, stalled, missed, last)
+        iterations[0] += 1
+        _stall_update(row, residual, whole, stall_steps, mark, since, stalled, missed, last)
     return iterations, residual, stalled, True
 
 
