@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import gram_memo
+from .gram_cholesky import use_torch_threads
 
 #: Conjugate-gradient iterations per solve, at most.
 CG_MAX = 200
@@ -416,6 +417,7 @@ def _compiled_solve(products, scale, shift, diag, rhs, rel):
     0.233/0.321/0.450 s against 0.298/0.482/0.556 s in float64 alone
     (64x256, 784x256, 64x512; one run each, ad hoc)."""
     b = (scale * rhs).contiguous().numpy()
+    use_torch_threads()
     # shift = lam times the scaled curvature, 1 for every prior solved here: one row holds it
     shift, scale, inv_diag = shift[0].contiguous().numpy(), scale.contiguous().numpy(), \
         diag.reciprocal().contiguous().numpy()

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 import torch
 
+from ..gram_cholesky import use_torch_threads
 from ..hessian_cg import DECOUPLED, FASTMATH, fused_cg, gaussian_product, serial_twin, times, times_transposed
 from . import newton_cg_compiled as chunk_loop
 from .newton import _MAX_BACKTRACK
@@ -66,6 +67,7 @@ def fused_rows(model, w, tol, max_iter, forcing, tighten, cg_max, stall_steps):
     prior = PRIOR_CODES[model.problem.prior.name]
     floor_s = np.log(tiny / p) if prior == KL else np.zeros_like(p)
     w = w.contiguous().clone().numpy()
+    use_torch_threads()
     out = _solve_rows(prior, gram_route, gram, basis.contiguous().numpy(), model.x.contiguous().numpy(), xb,
                       np.abs(xb).max(1), model.half_xx.contiguous().numpy(), lam, p, model.column_norms().numpy(),
                       tiny, eps, floor_s, w, tol, max_iter, forcing, tighten, cg_max, stall_steps)
