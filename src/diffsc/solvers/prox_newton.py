@@ -126,9 +126,13 @@ def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, pre
     # Inexact: the model need not be solved much past the code's own residual.
     accuracy = (0.01 * torch.minimum(residual, torch.ones_like(residual))).clamp_min(0.01 * tol)
     z = coordinate_descent(prior, h, c, lam_s, w_s, v, accuracy, _MAX_SWEEPS)
-    for _ in range(_POLISHES):
-        z, moved = _polish(h, c, lam_s, z)
-        if not bool(moved.any()):
+    rows = torch.arange(z.shape[0], device=z.device)
+    for _ in range(_POLISHES):  # again only for the rows a sign stopped
+        some = rows.numel() < z.shape[0]  # (h[rows] copies h)
+        z_rows, moved = _polish(h[rows] if some else h, c[rows], lam_s[rows], z[rows])
+        z = z.index_copy(0, rows, z_rows)
+        rows = rows[moved]
+        if rows.numel() == 0:
             break
     return torch.zeros_like(w).scatter(1, idx, (z - w_s) * v)
 
@@ -189,19 +193,28 @@ def _polish(h, c, lam, z):
     only linearly (slowly where ``H_W`` is ill-conditioned, and along the null
     space of a support of more than ``D`` atoms); the exact solve makes the
     step Newton's on the support."""
-    signs = torch.sign(z)
+    # Each row's support first, the system as large as the largest support
+    # (not the working set: early on 240 coordinates for supports of 77, where
+    # a 200-row poisson L1 batch at 64x256 spent 7 of its 9.4 s factoring).
+    # Off the support z and the step are 0, so the model is the support's.
+    support = z != 0
+    m = max(int(support.sum(1).max()), 1)
+    first = torch.argsort((~support).to(torch.int8), dim=1, stable=True)[:, :m]
+    z_s, c_s, lam_s = z.gather(1, first), c.gather(1, first), lam.gather(1, first)
+    h_s = h.gather(1, first.unsqueeze(-1).expand(-1, -1, h.shape[2])).gather(2, first.unsqueeze(1).expand(-1, m, -1))
+    signs = torch.sign(z_s)
     on = (signs != 0).to(z.dtype)
-    a = on.unsqueeze(-1) * h * on.unsqueeze(-2)
+    a = on.unsqueeze(-1) * h_s * on.unsqueeze(-2)
     a.diagonal(dim1=-2, dim2=-1).add_(1 - on)
     chol, info = torch.linalg.cholesky_ex(a)
     ok = info == 0
-    chol = torch.where(ok[:, None, None], chol, torch.eye(z.shape[1], dtype=z.dtype, device=z.device))
-    exact = on * torch.cholesky_solve((on * (c - lam * signs)).unsqueeze(-1), chol).squeeze(-1)
-    t, leaving = ratio_test(z, exact - z)
-    polished = torch.where(leaving, 0.0, z + t[:, None] * (exact - z))
-    ok = ok & (_model(h, c, lam, polished) <= _model(h, c, lam, z))
+    chol = torch.where(ok[:, None, None], chol, torch.eye(m, dtype=z.dtype, device=z.device))
+    exact = on * torch.cholesky_solve((on * (c_s - lam_s * signs)).unsqueeze(-1), chol).squeeze(-1)
+    t, leaving = ratio_test(z_s, exact - z_s)
+    polished = torch.where(leaving, 0.0, z_s + t[:, None] * (exact - z_s))
+    ok = ok & (_model(a, c_s, lam_s, polished) <= _model(a, c_s, lam_s, z_s))
     # rows cut short by a sign may go further on their smaller support
-    return torch.where(ok[:, None], polished, z), ok & leaving.any(-1)
+    return torch.where(ok[:, None], z.scatter(1, first, polished), z), ok & leaving.any(-1)
 
 
 def _model(h, c, lam, z):
