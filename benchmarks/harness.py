@@ -26,7 +26,9 @@ def make_problem(n, d, k, seed, family="gaussian"):
     """``(x, basis)`` float64: sparse combinations of 5% of the atoms plus 20 dB noise.
 
     ``family="softmax"``: 200-word documents drawn from the softmax of 10x such
-    combinations (``d`` is the vocabulary), none empty.
+    combinations (``d`` is the vocabulary), none empty. ``"poisson"``: counts
+    drawn with rates ``exp`` of the combinations; ``"bernoulli"``: 0/1 drawn
+    with probabilities their ``sigmoid``.
     """
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(d, k, generator=g, dtype=torch.float64)
@@ -39,6 +41,10 @@ def make_problem(n, d, k, seed, family="gaussian"):
         counts = torch.poisson(rates, generator=g)
         counts[:, 0] += 1  # no empty document
         return counts, basis
+    if family == "poisson":
+        return torch.poisson(clean.exp(), generator=g), basis
+    if family == "bernoulli":
+        return torch.bernoulli(torch.sigmoid(clean), generator=g), basis
     noise = torch.randn(n, d, generator=g, dtype=torch.float64)
     noise *= clean.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True) * 0.1  # 20 dB
     return clean + noise, basis

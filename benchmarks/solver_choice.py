@@ -10,6 +10,7 @@ median of ``--repeats`` runs, and ratios are to diffsc's default solver.
     python benchmarks/solver_choice.py              # N=2000, D=64, K=256
     python benchmarks/solver_choice.py --d 784      # a tall basis
     python benchmarks/solver_choice.py --family softmax --d 5000 --k 100   # text-like counts
+    python benchmarks/solver_choice.py --family poisson     # counts (or bernoulli: 0/1)
     python benchmarks/solver_choice.py --mnist      # a real, coherent basis
     python benchmarks/solver_choice.py --smoke      # seconds; run by the tests
 """
@@ -149,7 +150,7 @@ def run(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", choices=["gaussian", "softmax"], default="gaussian")
+    parser.add_argument("--family", choices=["gaussian", "softmax", "poisson", "bernoulli"], default="gaussian")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--k", type=int, default=256)

@@ -5,6 +5,8 @@ Its codes are checked against L-BFGS-B and the other L1 solvers in
 how it is chosen and refused.
 """
 
+import sys
+
 import pytest
 import torch
 
@@ -197,3 +199,21 @@ def test_polish_solves_each_rows_support_exactly():
     c[1] = -c[1]
     stopped, moved = _polish(h, c, lam, z)
     assert int((z[1] != 0).sum()) > 1 and bool(moved[1]) and int((stopped[1] != 0).sum()) < int((z[1] != 0).sum())
+
+
+def test_working_set_takes_the_worst_violators_up_to_twice_the_support():
+    prox = sys.modules["diffsc.solvers.prox_newton"]  # (the package exports its function under that name)
+    g = torch.Generator().manual_seed(0)
+    k = 100
+    violation = torch.rand(3, k, generator=g, dtype=torch.float64) - 0.2  # about 80 violators a row
+    w = torch.zeros(3, k, dtype=torch.float64)
+    w[1, :5] = 1.0  # a support of 5: ENTER_MIN violators join
+    w[2, :30] = -1.0  # a support of 30: 60 may join (fewer violate)
+    violation[w != 0] = -1  # (as _violation marks the support)
+    working = prox._working_set(w, violation)
+    joined = working & (w == 0)
+    violating = (violation > 0).sum(1).tolist()
+    assert joined.sum(1).tolist() == [prox.ENTER_MIN, prox.ENTER_MIN, min(int(prox.ENTER_SHARE * 30), violating[2])]
+    assert bool(working[w != 0].all())
+    for i in range(3):  # the worst ones
+        assert float(violation[i][joined[i]].min()) >= float(violation[i][(w[i] == 0) & ~joined[i]].max())

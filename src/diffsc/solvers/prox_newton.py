@@ -5,7 +5,8 @@ Newton-type methods for minimizing composite functions*, SIAM J. Optim.
 2014, with glmnet's working set):
 
 * The working set ``W``: the support, and the zero coefficients whose
-  gradient violates optimality (``|grad_i D| > lam``).
+  gradient violates optimality (``|grad_i D| > lam``), the worst of them, at
+  most twice as many as the support holds (:data:`ENTER_SHARE`).
 * The loss's quadratic model on ``W``, whose Hessian ``H_W = B_W^T S(r) B_W``
   is one batched product per chunk of rows of similar ``|W|`` (``|W|^2 D``
   a code rather than ``K^2 D``), in float32 until the code's residual is
@@ -48,6 +49,15 @@ _PRECISE_BELOW = 1e-6
 _RIDGE = 1e-12  # relative to the largest curvature of the row's working set
 _MAX_SWEEPS = 200  # coordinate-descent sweeps of one model at most
 _POLISHES = 10  # exact solves on a shrinking support after them, at most
+# Violators that join the working set in a step: from codes at 0 every
+# coefficient of a poisson or bernoulli code may violate optimality (235-251
+# of 256 at 64x256, for supports of 57-86), and the model's Hessian is the
+# working set's. With at most twice the support (16 at least): poisson L1
+# (benchmarks/solver_choice.py's problem, 500 rows) 7.3 -> 2.5 s, bernoulli
+# 1.7 -> 0.5 s; softmax text-like unchanged (3.9 s; 2.97 -> 3.01 steps a
+# code). Once as many as the support: one of robustness.py's 1,200 l1
+# batches short; at twice, none.
+ENTER_SHARE, ENTER_MIN = 2.0, 16
 
 
 def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
@@ -114,7 +124,7 @@ def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
 
 def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, precise):
     """``z - w`` for the minimiser ``z`` of the quadratic model plus L1 on the working set."""
-    working = (w != 0) | (_violation(prior, w, grad_loss, lam_k) > 0)
+    working = _working_set(w, _violation(prior, w, grad_loss, lam_k))
     counts = working.sum(1)
     s = max(int(counts.max()), 1)
     # each row's working set first (ascending), padded by coordinates held at 0
@@ -135,6 +145,19 @@ def _model_step(family, prior, bases, lam_k, w, grad_loss, r, residual, tol, pre
         if rows.numel() == 0:
             break
     return torch.zeros_like(w).scatter(1, idx, (z - w_s) * v)
+
+
+def _working_set(w, violation):
+    """The support and its worst violators of optimality: at most ``ENTER_SHARE``
+    times as many as the support holds, ``ENTER_MIN`` at least (all of them
+    with ``ENTER_SHARE = None``)."""
+    support = w != 0
+    violating = violation > 0
+    if ENTER_SHARE is None:
+        return support | violating
+    cap = torch.clamp((ENTER_SHARE * support.sum(1)).long(), min=ENTER_MIN, max=w.shape[1])
+    kth = violation.sort(1, descending=True).values.gather(1, (cap - 1).unsqueeze(1))
+    return support | (violating & (violation >= kth))
 
 
 def _working_hessian(family, bases, r, idx, v, precise, zero):
