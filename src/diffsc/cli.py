@@ -1,4 +1,4 @@
-"""The command line: ``diffsc demo`` (also ``python -m diffsc demo``)."""
+"""The command line: ``diffsc demo`` (also ``python -m diffsc demo``), ``diffsc compile``, ``diffsc reproduce``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .coding import sparse_code_with_info
 from .evaluation import maxent_accuracy, top_mass
 from .learning import learn_basis
 from .module import SparseCodingLayer
+from .precompile import GROUPS, precompile
 from .supervised import CodePredictor, train_predictor
 
 
@@ -178,7 +179,18 @@ def main(argv=None) -> int:
     p_rep.add_argument("name", choices=sorted(EXPERIMENTS))
     p_rep.add_argument("--quick", action="store_true", help="the script's small, fast mode")
     p_rep.add_argument("--experiments", default=None, help="the experiments folder (default: the checkout's)")
+    p_compile = sub.add_parser(
+        "compile", help="compile the numba solvers ahead of their first call (once per install)",
+        description="Compile and cache the numba solvers by small calls, in worker processes side by side "
+        "(diffsc.precompile): a first call then waits for none of it.",
+    )
+    p_compile.add_argument("--dtypes", default="float64,float32", help="comma-separated (default %(default)s)")
+    p_compile.add_argument("--only", default=None, help=f"comma-separated groups of {', '.join(GROUPS)} (default all)")
+    p_compile.add_argument("--jobs", type=int, default=None, help="worker processes (default: one a CPU)")
     args, extra = parser.parse_known_args(argv)
+    if args.command == "compile" and not extra:
+        precompile(args.dtypes.split(","), None if args.only is None else args.only.split(","), args.jobs)
+        return 0
     if args.command == "reproduce":
         return reproduce(args, extra)
     if extra:
