@@ -17,7 +17,7 @@ def _load(name):
     return module
 
 
-@pytest.mark.parametrize("family", ["gaussian", "softmax"])
+@pytest.mark.parametrize("family", ["gaussian", "softmax", "poisson", "bernoulli"])
 def test_solver_choice_smoke(family, capsys):
     rows = _load("solver_choice").main(["--smoke", "--family", family])
     methods = {(prior, method) for prior, method, *_ in rows}
