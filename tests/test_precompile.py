@@ -22,9 +22,10 @@ SPIED = {  # module: the compiled entry points its Python code calls
 }
 BOTH = precompile.DTYPES
 REACHES = {  # entry point: its dtypes
-    "few-rows": {"_solve_rows": BOTH, "fused_cg_rows": BOTH},
+    # the fused loop and its backward, the chunk loop and its backward
     # (float64 codes' own line fallback is rare: its first use compiles it)
-    "chunks": {"_accept": BOTH, "_lower_of_line": ("float32",), "_cg_step": BOTH},
+    "smooth": {"_solve_rows": BOTH, "fused_cg_rows": BOTH, "_accept": BOTH, "_lower_of_line": ("float32",),
+               "_cg_step": BOTH},
     "l1": dict.fromkeys(["_solve_block", "_solve_all", "_support_solve_all", "_sweeps", "_sparse_moments",
                          "_atom_block"], BOTH),
 }

@@ -10,9 +10,15 @@ calls on small problems, in worker processes side by side, so that a
 Docker image's build, a cluster job's setup or a user's install pays for
 it once, not each process's first request.
 
-Each group compiles its own functions (few rows share none with the
-chunk loop's), so no two workers compile, and write the cache of, the
-same one; within a group the dtypes run in turn.
+The groups compile functions of separate modules (smooth priors:
+``solvers/newton_cg*.py`` and ``hessian_cg.py``; L1: ``solvers/gram.py``,
+``gram_cholesky.py``, ``solvers/coordinate_descent.py``, ``learning.py``),
+and within a group the calls run in turn: numba's cache is not safe for two
+processes that add entries to one function's index at once (each numbers
+its data file from the index it read, so one entry can end up naming the
+other's code). The fused loop and the chunk loop share two functions
+(``_rise``, ``_stall_update``, in different signatures), so they are one
+group. Run it while no other process compiles diffsc's solvers.
 """
 
 from __future__ import annotations
@@ -86,9 +92,9 @@ def _l1(dtype):
 
 #: name: (what it compiles, its calls)
 GROUPS = {
-    "few-rows": ("fused Newton-CG and backward CG (batches of at most 16 rows)", _few_rows),
-    "chunks": ("Newton-CG's chunk loop and the backward's CG (larger batches)", _chunks),
-    "l1": ("L1 codes, their backward, coordinate descent, online learning", _l1),
+    "smooth": ("Newton-CG for KL, signed KL and L2 (few rows and chunks) and the backward's CG",
+               (_few_rows, _chunks)),
+    "l1": ("L1 codes, their backward, coordinate descent, online learning", (_l1,)),
 }
 
 
@@ -96,7 +102,8 @@ def _run_group(name, dtypes):
     """``(name, seconds)`` of a group's calls in each dtype (in a worker process)."""
     start = time.perf_counter()
     for dtype in dtypes:
-        GROUPS[name][1](getattr(torch, dtype))
+        for calls in GROUPS[name][1]:
+            calls(getattr(torch, dtype))
     return name, time.perf_counter() - start
 
 
@@ -121,8 +128,8 @@ def precompile(dtypes=DTYPES, groups=None, jobs=None, report=print) -> dict:
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs: must be a positive integer, got {jobs!r}")
     say = report or (lambda _message: None)
-    say(f"compiling diffsc's solvers for {', '.join(dtypes)} into {cache_folder()} "
-        f"({len(groups)} groups, {min(jobs, len(groups))} at a time; 1-2 minutes on 2 cores)")
+    say(f"compiling diffsc's solvers for {', '.join(dtypes)} into numba's cache (e.g. {cache_folder()}; "
+        f"{len(groups)} groups, {min(jobs, len(groups))} at a time; about 2 minutes on 2 cores)")
     seconds = {}
     start = time.perf_counter()
     # spawn: a forked child of a process whose torch started its threads can hang in OpenMP
