@@ -62,6 +62,14 @@ def test_bad_arguments_are_refused():
         precompile.precompile(jobs=0, report=None)
 
 
+def test_the_command_refuses_bad_arguments_plainly():
+    from diffsc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["compile", "--only", "fused"])
+    assert exit_.value.code == 2
+
+
 def test_a_later_process_compiles_nothing(tmp_path):
     # The command compiles into numba's cache (here an empty one); a fresh
     # process then codes and differentiates without compiling anything.

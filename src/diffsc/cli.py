@@ -189,7 +189,10 @@ def main(argv=None) -> int:
     p_compile.add_argument("--jobs", type=int, default=None, help="worker processes (default: one a CPU)")
     args, extra = parser.parse_known_args(argv)
     if args.command == "compile" and not extra:
-        precompile(args.dtypes.split(","), None if args.only is None else args.only.split(","), args.jobs)
+        try:
+            precompile(args.dtypes.split(","), None if args.only is None else args.only.split(","), args.jobs)
+        except ValueError as err:
+            parser.error(str(err))
         return 0
     if args.command == "reproduce":
         return reproduce(args, extra)
