@@ -174,7 +174,7 @@ def _working_hessian(family, bases, r, idx, v, precise, zero):
     if bool(precise.any()):
         rows = precise.nonzero().squeeze(1)
         h[rows] = _blocks(family, bases[1], r[rows], idx[rows], counts[rows], zero[rows])
-    h = v.unsqueeze(-1) * h * v.unsqueeze(-2)
+    h.mul_(v.unsqueeze(-1)).mul_(v.unsqueeze(-2))  # (in place: h is (n, s, s), 100 MB at 200x251 float64)
     diag = h.diagonal(dim1=-2, dim2=-1)
     # padding is the identity's; an atom without curvature here gets a little
     # (a coordinate step divides by it)
@@ -224,7 +224,7 @@ def _polish(h, c, lam, z):
     m = max(int(support.sum(1).max()), 1)
     first = torch.argsort((~support).to(torch.int8), dim=1, stable=True)[:, :m]
     z_s, c_s, lam_s = z.gather(1, first), c.gather(1, first), lam.gather(1, first)
-    h_s = h.gather(1, first.unsqueeze(-1).expand(-1, -1, h.shape[2])).gather(2, first.unsqueeze(1).expand(-1, m, -1))
+    h_s = h[torch.arange(h.shape[0], device=h.device)[:, None, None], first.unsqueeze(-1), first.unsqueeze(1)]
     signs = torch.sign(z_s)
     on = (signs != 0).to(z.dtype)
     a = on.unsqueeze(-1) * h_s * on.unsqueeze(-2)
