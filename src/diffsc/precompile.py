@@ -108,10 +108,12 @@ def _run_group(name, dtypes):
 
 
 def cache_folder() -> str:
-    """Where numba caches the solvers (one of their cache files' folder)."""
+    """Where numba caches the solvers (one of their cache files' folder), as far
+    as numba tells (its dispatchers' ``_cache`` is not public API)."""
     from .solvers import gram
 
-    return str(gram._solve_one._cache._cache_path)
+    path = getattr(getattr(gram._solve_one, "_cache", None), "_cache_path", None)
+    return str(path) if path else "numba's cache folder"
 
 
 def precompile(dtypes=DTYPES, groups=None, jobs=None, report=print) -> dict:
