@@ -201,9 +201,9 @@ def sparse_code(
 
 
 def _report(result: SolveResult, strict: bool) -> None:
-    failed = ~result.converged
-    if not bool(failed.any()):
+    if bool(result.converged.all()):
         return
+    failed = ~result.converged
     n_failed = int(failed.sum())
     worst = float(result.residual[failed].max())
     message = (

@@ -44,6 +44,8 @@ class Prior:
 
     def initial(self, p: torch.Tensor, shape, like: torch.Tensor) -> torch.Tensor:
         """A starting code: :meth:`minimiser`, one copy a solver may overwrite."""
+        if type(self).minimiser is Prior.minimiser:  # 0: one operation, not three (5 us of a 130 us call)
+            return torch.zeros(shape, dtype=like.dtype, device=like.device)
         return torch.broadcast_to(self.minimiser(p, like), shape).clone(memory_format=torch.contiguous_format)
 
     def project(self, w: torch.Tensor) -> torch.Tensor:
