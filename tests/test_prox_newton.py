@@ -191,13 +191,16 @@ def test_polish_solves_each_rows_support_exactly():
     for i in range(n):
         on = (z[i] != 0).nonzero().squeeze(1)
         c[i, on] = h[i][on][:, on] @ exact[i, on] + lam[i, on] * torch.sign(z[i, on])
-    polished, moved = _polish(h, c, lam, z)
+    every = torch.arange(n)
+    polished, moved = _polish(h, every, c, lam, z)
     torch.testing.assert_close(polished, exact, rtol=1e-9, atol=1e-10)  # signs hold: the whole way
+    some = torch.tensor([5, 2])  # a subset of the rows: their own blocks of h
+    torch.testing.assert_close(_polish(h, some, c[some], lam[some], z[some])[0], exact[some], rtol=1e-9, atol=1e-10)
     assert not bool(moved.any())
     assert bool((_model(h, c, lam, polished) <= _model(h, c, lam, z)).all())
     # a coefficient whose sign the solve would flip stops the step there, and leaves
     c[1] = -c[1]
-    stopped, moved = _polish(h, c, lam, z)
+    stopped, moved = _polish(h, every, c, lam, z)
     assert int((z[1] != 0).sum()) > 1 and bool(moved[1]) and int((stopped[1] != 0).sum()) < int((z[1] != 0).sum())
 
 
