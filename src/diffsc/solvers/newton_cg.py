@@ -153,13 +153,10 @@ class _Model:
         return self._rows(x, x @ self.basis, 0.5 * x.square().sum(-1))
 
     def column_norms(self):
-        """``|b_k|^2`` (``G_kk``), formed once for the model and the models of its
-        rows, and kept with the Gram matrix of a basis coded again unchanged."""
+        """``|b_k|^2`` (``G_kk``), formed once for the model and the models of its rows."""
         norms = self._shared.get("column_norms")
         if norms is None:
-            basis = self.basis
-            norms = self._shared["column_norms"] = gram_memo.derived(
-                basis, "column norms", (basis.dtype,), lambda: basis.square().sum(0))
+            norms = self._shared["column_norms"] = self.basis.square().sum(0)
         return norms
 
     def cast(self, rows):
