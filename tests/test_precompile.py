@@ -18,6 +18,7 @@ SPIED = {  # module: the compiled entry points its Python code calls
     "diffsc.solvers.gram": ["_solve_block", "_solve_all"],
     "diffsc.gram_cholesky": ["_support_solve_all"],
     "diffsc.solvers.coordinate_descent": ["_sweeps"],
+    "diffsc.solvers.polish": ["_polish_rows"],
     "diffsc.learning": ["_sparse_moments", "_atom_block"],
 }
 BOTH = precompile.DTYPES
@@ -26,8 +27,8 @@ REACHES = {  # entry point: its dtypes
     # (float64 codes' own line fallback is rare: its first use compiles it)
     "smooth": {"_solve_rows": BOTH, "fused_cg_rows": BOTH, "_accept": BOTH, "_lower_of_line": ("float32",),
                "_cg_step": BOTH},
-    "l1": dict.fromkeys(["_solve_block", "_solve_all", "_support_solve_all", "_sweeps", "_sparse_moments",
-                         "_atom_block"], BOTH),
+    "l1": dict.fromkeys(["_solve_block", "_solve_all", "_support_solve_all", "_sweeps", "_polish_rows",
+                         "_sparse_moments", "_atom_block"], BOTH),
 }
 
 

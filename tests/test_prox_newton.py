@@ -5,13 +5,14 @@ Its codes are checked against L-BFGS-B and the other L1 solvers in
 how it is chosen and refused.
 """
 
+import itertools
 import sys
 
 import pytest
 import torch
 
 import diffsc
-from helpers import problem_data
+from helpers import problem_data, random_basis, random_inputs
 
 
 def _text_like(n=40, v=300, k=12, seed=0):
@@ -88,7 +89,6 @@ def test_far_optimum_of_a_nearly_unregularised_poisson_code():
     # |w| = 118, and the exact solve after coordinate descent stopped where a
     # sign changed, so each step moved ~1 (300 iterations to a residual of
     # 6e-5). Solving again on the smaller support reaches it in under 20.
-    from helpers import random_basis, random_inputs
 
     g = torch.Generator().manual_seed(0)
     d, k = int(torch.randint(3, 40, (1,), generator=g)), int(torch.randint(2, 80, (1,), generator=g))
@@ -169,11 +169,16 @@ def test_codes_at_zero_share_one_hessian(family):
     assert (shared.diagonal(dim1=1, dim2=2) > 0).sum() == counts.sum()
 
 
-def test_polish_solves_each_rows_support_exactly():
+@pytest.mark.parametrize("way", ["compiled", "torch"])
+def test_polish_solves_each_rows_support_exactly(way):
     # _polish solves z_S = H_SS^{-1} (c_S - lam sign(z_S)) on each row's own
     # support, gathered to the front (the largest support's size, not the
     # working set's): checked against each row's solve on its support alone.
-    from diffsc.solvers.prox_newton import _model, _polish
+    # The CPU's compiled step (solvers/polish.py) and torch's (other devices).
+    from diffsc.solvers.polish import polish
+    from diffsc.solvers.prox_newton import _model, _polish_torch
+
+    _polish = polish if way == "compiled" else _polish_torch
 
     g = torch.Generator().manual_seed(4)
     n, s = 7, 12
@@ -220,3 +225,21 @@ def test_working_set_takes_the_worst_violators_up_to_twice_the_support():
     assert bool(working[w != 0].all())
     for i in range(3):  # the worst ones
         assert float(violation[i][joined[i]].min()) >= float(violation[i][(w[i] == 0) & ~joined[i]].max())
+
+
+def test_float32_rows_that_stall_are_finished_in_float64():
+    # robustness.py --priors l1, seed 0, poisson 24x17, lam 1e-4, float32: one
+    # row's support held all 17 atoms, nearly singular in float32, and its
+    # steps cycled at a residual of 3e-4 (tol 1e-4) to max_iter. A float32 row
+    # whose residual stops halving now stops, and float64 finishes it.
+    g = torch.Generator().manual_seed(0)
+    d, k = int(torch.randint(3, 40, (1,), generator=g)), int(torch.randint(2, 80, (1,), generator=g))
+    settings = [(1e-4, 1.0), (1e-2, 1.0), (0.5, 1.0), (5.0, 1.0)]
+    for family, prior, (lam, _) in itertools.product(["softmax", "poisson"], ["l1", "nonneg_l1"], settings):
+        x, basis = random_inputs(family, 16, d, g), random_basis(d, k, g)
+        if (family, prior, lam) == ("poisson", "l1", 1e-4):
+            break
+    codes, info = diffsc.sparse_code_with_info(x.float(), basis.float(), family="poisson", prior="l1",
+                                               strength=1e-4, max_iter=100)
+    assert info.all_converged and bool(torch.isfinite(codes).all())
+    assert int(info.iterations.max()) < 100, info.iterations.tolist()

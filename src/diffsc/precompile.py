@@ -12,7 +12,7 @@ it once, not each process's first request.
 
 The groups compile functions of separate modules (smooth priors:
 ``solvers/newton_cg*.py`` and ``hessian_cg.py``; L1: ``solvers/gram.py``,
-``gram_cholesky.py``, ``solvers/coordinate_descent.py``, ``learning.py``),
+``gram_cholesky.py``, ``solvers/coordinate_descent.py``, ``solvers/polish.py``, ``learning.py``),
 and within a group the calls run in turn: numba's cache is not safe for two
 processes that add entries to one function's index at once (each numbers
 its data file from the index it read, so one entry can end up naming the
@@ -78,7 +78,7 @@ def _chunks(dtype):
 
 def _l1(dtype):
     """Gaussian L1 codes (one input, and a batch over the threads) and their backward,
-    proximal Newton's coordinate descent (the other families), online learning's sums."""
+    proximal Newton's coordinate descent and polish (the other families), online learning's sums."""
     from .coding import sparse_code
     from .learning import learn_basis
 
@@ -94,7 +94,7 @@ def _l1(dtype):
 GROUPS = {
     "smooth": ("Newton-CG for KL, signed KL and L2 (few rows and chunks) and the backward's CG",
                (_few_rows, _chunks)),
-    "l1": ("L1 codes, their backward, coordinate descent, online learning", (_l1,)),
+    "l1": ("L1 codes, their backward, proximal Newton's kernels, online learning", (_l1,)),
 }
 
 

@@ -40,7 +40,8 @@ import torch
 from ..hessian import by_support_size
 from .active_set import _ARMIJO, _MAX_BACKTRACK, _violation, ratio_test
 from .coordinate_descent import coordinate_descent
-from .result import SolveResult, flat
+from .polish import polish
+from .result import SolveResult, Stall, flat
 
 # Rows whose residual falls less than _STALL in a step, or below _PRECISE_BELOW,
 # form H_W in their own dtype from then on (float32 before).
@@ -49,6 +50,7 @@ _PRECISE_BELOW = 1e-6
 _RIDGE = 1e-12  # relative to the largest curvature of the row's working set
 _MAX_SWEEPS = 200  # coordinate-descent sweeps of one model at most
 _POLISHES = 10  # exact solves on a shrinking support after them, at most
+_STALL_STEPS = 10  # float32 steps a row may take without halving its residual
 # Violators that join the working set in a step: from codes at 0 every
 # coefficient of a poisson or bernoulli code may violate optimality (235-251
 # of 256 at 64x256, for supports of 57-86), and the model's Hessian is the
@@ -78,6 +80,10 @@ def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
     f, r = objective(x, w, eta), family.transfer(eta)
     grad_loss = (r - x) @ basis
     residual = problem.residual(x, basis, lam, p, w, grad_loss, xb=xb)
+    # float32 rows whose residual stops halving stop too, and are finished in
+    # float64 (solvers._finished_in_float64): on a nearly singular support
+    # float32's steps can cycle at a residual above tol to max_iter.
+    stall = Stall(residual, _STALL_STEPS if x.dtype == torch.float32 else max_iter + 1)
     for _ in range(max_iter):
         active = (residual > tol) & ~stuck
         if not bool(active.any()):
@@ -115,7 +121,8 @@ def prox_newton(problem, x, basis, lam, p, w0, tol, max_iter):
         # their optimum, or stalled (an ill-conditioned H), take their dtype's.
         stalled = (res_a > _STALL * residual[idx]) | (res_a < _PRECISE_BELOW)
         precise = precise.index_copy(0, idx, precise[idx] | stalled)
-        stuck = stuck.index_copy(0, idx, ~accepted)
+        stall.update(idx, res_a, accepted & (t == 1))
+        stuck = stuck.index_copy(0, idx, ~accepted | stall.stalled[idx])
         iterations = iterations.index_add(0, idx, torch.ones_like(idx))
         w, f, r = w.index_copy(0, idx, w_new), f.index_copy(0, idx, f_new), r.index_copy(0, idx, r_a)
         grad_loss, residual = grad_loss.index_copy(0, idx, gl_a), residual.index_copy(0, idx, res_a)
@@ -204,6 +211,13 @@ def _blocks(family, basis, r, idx, counts, zero):
 
 
 def _polish(h, rows, c, lam, z):
+    """:func:`_polish_torch`'s step, compiled on the CPU (:func:`.polish.polish`)."""
+    if z.device.type == "cpu":
+        return polish(h, rows, c, lam, z)
+    return _polish_torch(h, rows, c, lam, z)
+
+
+def _polish_torch(h, rows, c, lam, z):
     """Towards the model's exact minimiser on ``z``'s support with its signs,
     ``z_S = H_SS^{-1} (c_S - lam sign(z_S))``, as far as the signs hold (the
     coefficient that reaches 0 there leaves, as in the active set's steps),
