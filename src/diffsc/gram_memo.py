@@ -71,6 +71,12 @@ def gram(basis: torch.Tensor) -> torch.Tensor:
     return memo.gram
 
 
+def scoped(basis) -> bool:
+    """Whether ``basis`` is the current scope's basis."""
+    memo = _SCOPE.get()
+    return memo is not None and memo.basis is basis
+
+
 def derived(basis, kind, key, make):
     """``make()``, formed once for ``basis`` within a scope of it, and kept
     across calls while the basis is coded again unchanged (as its Gram
