@@ -24,7 +24,8 @@ import torch
 from . import gram_memo
 from .gram_cholesky import BLOCK
 from .solvers import SOLVERS, SolveResult, default_tol
-from .solvers.gram import _solve_block
+from .solvers.gram import compiled_codes
+from .validation import valid_max_iter, valid_tol
 
 ROWS = BLOCK  # one block of rows: the compiled loop runs on the calling thread
 _PRIORS = {"l1": False, "nonneg_l1": True}  # name -> whether codes are non-negative
@@ -47,7 +48,7 @@ def small_lasso(x, basis, family, prior, strength, prior_mean, tol, max_iter, in
         max_iter = SOLVERS["gram"][2]
     lam = _positive(strength, basis.dtype)
     if (not 1 <= n <= ROWS or lam is None or _positive(prior_mean, basis.dtype) is None
-            or not _tolerance(tol, max_iter)):
+            or not (valid_tol(tol) and valid_max_iter(max_iter))):
         return None
     xs = x.numpy()
     if not math.isfinite(xs.sum()):
@@ -61,9 +62,8 @@ def small_lasso(x, basis, family, prior, strength, prior_mean, tol, max_iter, in
             return None
         c = (x.reshape(n, -1) @ basis).numpy()  # (torch's product: numpy's BLAS threads would fight torch's)
     w = np.zeros((n, k), xs.dtype)
-    iterations, residual = np.zeros(n, np.int64), np.zeros(n, xs.dtype)
-    _solve_block(gram, c, np.full(k, lam, xs.dtype), w, _PRIORS[prior], float(tol), int(max_iter), iterations,
-                 residual, min(basis.shape))
+    iterations, residual = compiled_codes(gram, c, np.full(k, lam, xs.dtype), w, _PRIORS[prior], tol, max_iter,
+                                          min(basis.shape))
     if not (residual <= tol).all():
         return None
     result = SolveResult(torch.from_numpy(w), torch.from_numpy(iterations), torch.from_numpy(residual),
@@ -90,7 +90,3 @@ def _positive(value, dtype):
     low, high = _FLOAT32 if dtype == torch.float32 else (0.0, math.inf)
     return number if low < number < high else None
 
-
-def _tolerance(tol, max_iter) -> bool:
-    return (isinstance(tol, numbers.Real) and 0 < tol < 1 and isinstance(max_iter, numbers.Integral)
-            and not isinstance(max_iter, bool) and max_iter >= 1)

@@ -123,10 +123,16 @@ def check_init(init, n: int, basis: torch.Tensor) -> torch.Tensor:
     return init.detach()
 
 
+def valid_tol(tol) -> bool:
+    return isinstance(tol, numbers.Real) and 0 < tol < 1
+
+
+def valid_max_iter(max_iter) -> bool:
+    return isinstance(max_iter, numbers.Integral) and not isinstance(max_iter, bool) and max_iter >= 1
+
+
 def check_solver_options(tol, max_iter) -> None:
-    if tol is not None and not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+    if tol is not None and not valid_tol(tol):
         raise ValueError(f"tol: must be a number in (0, 1), got {tol!r}")
-    if max_iter is not None and not (
-        isinstance(max_iter, numbers.Integral) and not isinstance(max_iter, bool) and max_iter >= 1
-    ):
+    if max_iter is not None and not valid_max_iter(max_iter):
         raise ValueError(f"max_iter: must be a positive integer, got {max_iter!r}")

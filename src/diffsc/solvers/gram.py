@@ -57,14 +57,8 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         c = (x @ basis).numpy()  # (torch's product: numpy's BLAS threads would fight torch's)
         lam_k = np.full(k, lam.item(), dtype=c.dtype) if lam.dim() == 0 else np.ascontiguousarray(lam.detach().numpy())
         w = np.ascontiguousarray(w0.detach().numpy())  # the solver's own start: solved in place
-    iterations = np.zeros(n, dtype=np.int64)
-    residual = np.zeros(n, dtype=w.dtype)
-    # (one block of rows: no thread team to launch, 10 of the 20 us one code took)
-    solve = _solve_block if n <= BLOCK else _solve_all
-    if n > BLOCK:
-        use_torch_threads()
-    solve(gram, c, lam_k, w, bool(problem.prior.nonnegative), float(tol), int(max_iter), iterations, residual,
-          min(basis.shape))
+    iterations, residual = compiled_codes(gram, c, lam_k, w, problem.prior.nonnegative, tol, max_iter,
+                                          min(basis.shape))
     # Codes the compiled loop gave up on before max_iter (rare: a singular
     # support, a sign lost to rounding) are finished by the general solver.
     converged = residual <= tol
@@ -80,6 +74,19 @@ def gram_active_set(problem, x, basis, lam, p, w0, tol, max_iter):
         iterations[idx] += rest.iterations
         residual[idx] = rest.residual
     return SolveResult(w, iterations, residual, residual <= tol, "gram", tol)
+
+
+def compiled_codes(gram, c, lam, w, nonnegative, tol, max_iter, rank):
+    """``(iterations, residual)`` of the compiled loop on numpy arrays (``w``
+    solved in place; ``lam`` one per atom, ``rank = min(D, K)``)."""
+    n = c.shape[0]
+    iterations, residual = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=w.dtype)
+    # (one block of rows: no thread team to launch, 10 of the 20 us one code took)
+    solve = _solve_block if n <= BLOCK else _solve_all
+    if n > BLOCK:
+        use_torch_threads()
+    solve(gram, c, lam, w, bool(nonnegative), float(tol), int(max_iter), iterations, residual, int(rank))
+    return iterations, residual
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
